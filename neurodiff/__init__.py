@@ -1,0 +1,3 @@
+"""neurodiff: denoising diffusion models for neuroimaging."""
+
+__version__ = "0.1.0"

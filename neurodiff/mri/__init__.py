@@ -1,0 +1,27 @@
+"""MRI physics: centred orthonormal FFT, sampling masks, k-space operators, data consistency, raw k-space readers."""
+
+from neurodiff.mri.consistency import hard_project, multicoil_project, soft_project
+from neurodiff.mri.fft import channels_to_complex, complex_to_channels, fft2c, ifft2c
+from neurodiff.mri.masks import check_mask, mask_from_kspace, sampling_mask
+from neurodiff.mri.operators import MultiCoil, SingleCoil, estimate_sensitivities, rss
+from neurodiff.mri.raw import KSpace, read_kspace, write_cfl
+
+__all__ = [
+    "KSpace",
+    "MultiCoil",
+    "SingleCoil",
+    "channels_to_complex",
+    "check_mask",
+    "complex_to_channels",
+    "estimate_sensitivities",
+    "fft2c",
+    "hard_project",
+    "ifft2c",
+    "mask_from_kspace",
+    "multicoil_project",
+    "read_kspace",
+    "rss",
+    "sampling_mask",
+    "soft_project",
+    "write_cfl",
+]

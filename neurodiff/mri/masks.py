@@ -1,0 +1,175 @@
+"""Undersampling masks for centred Cartesian k-space.
+
+A mask is a boolean array of shape ``(H, W)`` (the last two axes of k-space), ``True`` = sampled. The centre of
+k-space (DC) is at ``(H // 2, W // 2)`` (see :mod:`neurodiff.mri.fft`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurodiff.errors import InputError
+
+KINDS = ("random", "equispaced", "poisson")
+
+
+def sampling_mask(
+    shape: tuple[int, int],
+    accel: float,
+    center_fraction: float,
+    kind: str = "random",
+    pe_axis: int = 0,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Undersampling mask with a fully sampled calibration centre.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        k-space shape ``(H, W)``.
+    accel : float
+        Acceleration factor (>= 1); the sampled fraction is about ``1 / accel``.
+    center_fraction : float in [0, 1)
+        Fraction of the phase-encode lines (``"random"``, ``"equispaced"``) or of each axis (``"poisson"``) that
+        is fully sampled around the centre: ``round(center_fraction * N)`` lines.
+    kind : {"random", "equispaced", "poisson"}
+        ``"random"``: the centre plus exactly ``round(N / accel) - n_centre`` other lines drawn uniformly without
+        replacement (fastMRI's random mask with a fixed line count). ``"equispaced"``: the centre plus lines at a
+        fixed spacing and random offset, the spacing adjusted for the centre lines (fastMRI's equispaced mask).
+        ``"poisson"``: 2D variable-density Poisson-disc sampling over both axes (disc radius grows linearly with
+        the normalised distance to the centre), plus a fully sampled central rectangle; its radius scale is
+        searched so that the acceleration is ``accel`` within a few percent.
+    pe_axis : {0, 1}
+        Phase-encode axis of the 1D masks: 0 for ``H`` (rows), 1 for ``W``. Whole lines are selected along it
+        (the mask varies along ``pe_axis`` and is constant along the other, readout axis). Unused by
+        ``"poisson"``, which undersamples both axes.
+    seed : int or None
+        Seed of the ``numpy.random.default_rng`` used; the global RNG is never touched.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+    """
+    if len(shape) != 2 or min(shape) < 2:
+        raise InputError(f"mask shape must be two sizes >= 2, got {tuple(shape)}")
+    if not accel >= 1:
+        raise InputError(f"accel must be >= 1, got {accel}")
+    if not 0 <= center_fraction < 1:
+        raise InputError(f"center_fraction must be in [0, 1), got {center_fraction}")
+    if pe_axis not in (0, 1):
+        raise InputError(f"pe_axis must be 0 (rows, H) or 1 (columns, W), got {pe_axis}")
+    if kind not in KINDS:
+        raise InputError(f"unknown mask kind {kind!r}; choose one of {', '.join(KINDS)}")
+    rng = np.random.default_rng(seed)
+    shape = (int(shape[0]), int(shape[1]))
+    if kind == "poisson":
+        return _poisson(shape, accel, center_fraction, rng)
+    n = shape[pe_axis]
+    n_low = int(round(center_fraction * n))
+    if n_low > round(n / accel):
+        raise InputError(
+            f"center_fraction {center_fraction} samples {n_low} of {n} lines, more than accel {accel} allows; "
+            "lower center_fraction or accel"
+        )
+    lines = _centre(n, n_low)
+    if kind == "random":
+        others = np.flatnonzero(~lines)
+        lines[rng.choice(others, size=int(round(n / accel)) - n_low, replace=False)] = True
+    elif n_low < n:
+        spacing = accel * (n_low - n) / (n_low * accel - n) if n_low else accel
+        offset = rng.integers(0, max(1, round(spacing)))
+        lines[np.round(np.arange(offset, n - 1, spacing)).astype(int)] = True
+    mask = np.zeros(shape, dtype=bool)
+    if pe_axis == 0:
+        mask[lines, :] = True
+    else:
+        mask[:, lines] = True
+    return mask
+
+
+def _centre(n: int, n_low: int) -> np.ndarray:
+    """Boolean vector of length ``n``, True on the ``n_low`` entries centred on the DC index ``n // 2``."""
+    lines = np.zeros(n, dtype=bool)
+    start = n // 2 - n_low // 2
+    lines[start : start + n_low] = True
+    return lines
+
+
+def _poisson(shape: tuple[int, int], accel: float, center_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Variable-density Poisson-disc mask: bisection on the disc-radius scale to reach ``accel``."""
+    h, w = shape
+    calib = np.outer(_centre(h, int(round(center_fraction * h))), _centre(w, int(round(center_fraction * w))))
+    target = h * w / accel
+    if calib.sum() > target:
+        raise InputError(f"center_fraction {center_fraction} alone exceeds accel {accel}; lower center_fraction")
+    order = rng.permutation(h * w)  # one candidate order for every radius: the count is then monotonic in it
+    yy, xx = np.meshgrid(np.arange(h) - h // 2, np.arange(w) - w // 2, indexing="ij")
+    distance = np.sqrt((yy / (h / 2)) ** 2 + (xx / (w / 2)) ** 2).ravel()  # 0 at DC, 1 at the edge midpoints
+    lo, hi = 0.0, float(max(h, w))
+    best = calib
+    for _ in range(24):
+        scale = (lo + hi) / 2
+        mask = _dart_throw(shape, calib, order, scale * (0.25 + distance))
+        if abs(mask.sum() - target) < abs(best.sum() - target):
+            best = mask
+        if abs(mask.sum() - target) <= 0.01 * target:
+            break
+        lo, hi = (scale, hi) if mask.sum() > target else (lo, scale)
+    return best
+
+
+def _dart_throw(shape: tuple[int, int], calib: np.ndarray, order: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """Accept candidates in ``order`` unless within the disc of an accepted one (disc radius ``radius[p]``)."""
+    h, w = shape
+    mask = calib.copy()
+    blocked = calib.copy()
+    for p in order:
+        y, x = divmod(int(p), w)
+        if blocked[y, x]:
+            continue
+        mask[y, x] = True
+        r = radius[p]
+        ri = int(np.ceil(r))
+        y0, y1, x0, x1 = max(0, y - ri + 1), min(h, y + ri), max(0, x - ri + 1), min(w, x + ri)
+        dy, dx = np.ogrid[y0 - y : y1 - y, x0 - x : x1 - x]
+        blocked[y0:y1, x0:x1] |= dy**2 + dx**2 < r**2
+        blocked[y, x] = True
+    return mask
+
+
+def mask_from_kspace(kspace: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Sampling mask of measured k-space: sampled where any coil or slice holds non-zero data.
+
+    Parameters
+    ----------
+    kspace : ndarray or Tensor, shape (..., H, W)
+        Centred k-space, zero where not sampled; leading axes (slices, coils) are reduced.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+    """
+    k = kspace.detach().cpu().numpy() if isinstance(kspace, torch.Tensor) else np.asarray(kspace)
+    if k.ndim < 2:
+        raise InputError(f"k-space must have at least two axes (H, W), got shape {k.shape}")
+    return (k != 0).reshape(-1, *k.shape[-2:]).any(axis=0)
+
+
+def check_mask(mask: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> None:
+    """Raise :class:`InputError` unless ``mask`` is a usable binary mask for k-space of ``shape``.
+
+    Parameters
+    ----------
+    mask : ndarray or Tensor, shape (H, W)
+        Bool or 0/1 values.
+    shape : tuple of int
+        k-space shape ``(..., H, W)``; its last two sizes must equal the mask's.
+    """
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.shape != tuple(shape[-2:]):
+        raise InputError(f"mask shape {m.shape} does not match k-space {tuple(shape[-2:])}")
+    if not np.isin(m, (0, 1)).all():
+        raise InputError("mask is not binary: use True/1 for sampled and False/0 for unsampled k-space")
+    if not m.any():
+        raise InputError("mask samples nothing: at least one k-space location must be sampled")

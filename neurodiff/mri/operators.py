@@ -1,0 +1,152 @@
+"""k-space measurement operators (deepinv-style ``A`` / ``A_adjoint``) and coil sensitivity estimation.
+
+Images are complex tensors ``(..., H, W)``; k-space is centred, orthonormal (:mod:`neurodiff.mri.fft`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurodiff.errors import InputError
+from neurodiff.mri.fft import fft2c, ifft2c
+from neurodiff.mri.masks import check_mask, mask_from_kspace
+
+
+def rss(coil_images: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """Root-sum-of-squares coil combination.
+
+    Parameters
+    ----------
+    coil_images : Tensor, shape (..., C, H, W) for the default ``dim``
+        Complex or real coil images.
+    dim : int
+        Coil axis.
+
+    Returns
+    -------
+    Tensor, real, ``coil_images`` without ``dim``
+        ``sqrt(sum_c |x_c|^2)``.
+    """
+    return torch.sqrt((coil_images.abs() ** 2).sum(dim=dim))
+
+
+def _mask_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Validated float32 tensor (H, W) of a binary mask."""
+    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+    check_mask(m, tuple(m.shape))
+    return m.to(torch.float32)
+
+
+class SingleCoil:
+    """Single-coil Cartesian MRI: ``y = M F x``.
+
+    Parameters
+    ----------
+    mask : ndarray or Tensor, shape (H, W)
+        Binary sampling mask, 1 = sampled.
+
+    Notes
+    -----
+    ``A``: image ``(..., H, W)`` complex -> k-space ``(..., H, W)`` complex, zero outside the mask.
+    ``A_adjoint``: k-space ``(..., H, W)`` -> image ``(..., H, W)``.
+    """
+
+    def __init__(self, mask: np.ndarray | torch.Tensor) -> None:
+        self.mask = _mask_tensor(mask)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward operator: masked centred k-space of ``x``."""
+        return self.mask.to(x.device) * fft2c(x)
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Adjoint operator: zero-filled image of ``y``."""
+        return ifft2c(self.mask.to(y.device) * y)
+
+
+class MultiCoil:
+    """Multi-coil Cartesian MRI with known sensitivities: ``y_c = M F (S_c x)``.
+
+    Parameters
+    ----------
+    mask : ndarray or Tensor, shape (H, W)
+        Binary sampling mask, 1 = sampled.
+    sens : Tensor, shape (C, H, W), complex
+        Coil sensitivity maps; with ``sum_c |S_c|^2 = 1`` and a full mask, ``A_adjoint(A(x)) == x``.
+
+    Notes
+    -----
+    ``A``: image ``(..., H, W)`` -> k-space ``(..., C, H, W)``. ``A_adjoint``: ``(..., C, H, W)`` -> ``(..., H, W)``.
+    """
+
+    def __init__(self, mask: np.ndarray | torch.Tensor, sens: torch.Tensor) -> None:
+        self.mask = _mask_tensor(mask)
+        if sens.ndim != 3 or tuple(sens.shape[-2:]) != tuple(self.mask.shape):
+            h, w = self.mask.shape
+            raise InputError(f"sens must have shape (C, {h}, {w}), got {tuple(sens.shape)}")
+        self.sens = sens
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward operator: masked centred k-space of each coil image ``S_c x``."""
+        return self.mask.to(x.device) * fft2c(self.sens.to(x.device) * x.unsqueeze(-3))
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Adjoint operator: ``sum_c conj(S_c) F^H M y_c``."""
+        return (self.sens.to(y.device).conj() * ifft2c(self.mask.to(y.device) * y)).sum(dim=-3)
+
+
+def estimate_sensitivities(kspace: torch.Tensor, calib: int | None = None) -> torch.Tensor:
+    """Coil sensitivity maps from the fully sampled calibration centre of k-space.
+
+    Low-resolution coil images are reconstructed from the Hann-windowed calibration region and divided by their
+    root-sum-of-squares, so ``sum_c |S_c|^2 = 1`` wherever the low-resolution images are non-zero (0 elsewhere).
+
+    Parameters
+    ----------
+    kspace : Tensor, shape (C, H, W), complex
+        Centred multi-coil k-space, zero where not sampled.
+    calib : int or None
+        Side of the central square calibration region (clipped to ``H`` and ``W``). None: the largest fully
+        sampled rectangle centred on DC, found from the non-zero pattern of ``kspace``.
+
+    Returns
+    -------
+    Tensor, shape (C, H, W), complex
+    """
+    if kspace.ndim != 3:
+        raise InputError(f"kspace must have shape (C, H, W), got {tuple(kspace.shape)}")
+    h, w = kspace.shape[-2:]
+    if calib is None:
+        ch, cw = _calibration_size(mask_from_kspace(kspace))
+    elif calib >= 2:
+        ch, cw = min(calib, h), min(calib, w)
+    else:
+        raise InputError(f"calib must be >= 2 k-space lines, got {calib}")
+    window = torch.zeros(h, w, dtype=torch.float32)
+    window[h // 2 - ch // 2 : h // 2 - ch // 2 + ch, w // 2 - cw // 2 : w // 2 - cw // 2 + cw] = torch.outer(
+        torch.hann_window(ch + 2, periodic=False)[1:-1], torch.hann_window(cw + 2, periodic=False)[1:-1]
+    )
+    low = ifft2c(window.to(kspace.device) * kspace)
+    norm = rss(low)
+    return torch.where(norm > 0, low / torch.where(norm > 0, norm, 1), 0)
+
+
+def _calibration_size(mask: np.ndarray) -> tuple[int, int]:
+    """Size ``(ch, cw)`` of the largest fully sampled rectangle centred on DC (shrunk until fully sampled)."""
+    h, w = mask.shape
+    cy, cx = h // 2, w // 2
+
+    def run(line: np.ndarray, c: int) -> int:
+        lo, hi = c, c
+        while lo > 0 and line[lo - 1]:
+            lo -= 1
+        while hi < len(line) - 1 and line[hi + 1]:
+            hi += 1
+        return 2 * min(c - lo, hi - c) + 1 if line[c] else 0
+
+    ch, cw = run(mask[:, cx], cy), run(mask[cy, :], cx)
+    while ch > 1 and cw > 1 and not mask[cy - ch // 2 : cy - ch // 2 + ch, cx - cw // 2 : cx - cw // 2 + cw].all():
+        ch, cw = (ch - 2, cw) if ch >= cw else (ch, cw - 2)
+    if min(ch, cw) < 2:
+        raise InputError("k-space has no fully sampled calibration centre; pass calib explicitly")
+    return ch, cw

@@ -1,0 +1,255 @@
+"""Readers of measured k-space: Siemens twix, fastMRI HDF5, BART cfl, complex NIfTI; a BART cfl writer.
+
+Every reader returns :class:`KSpace` with data of shape ``(S, C, H, W)`` = (slices, coils, phase-encode,
+readout), complex64, centred (DC at ``(H // 2, W // 2)``, see :mod:`neurodiff.mri.fft`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neurodiff.errors import InputError, OutputExistsError
+
+# BART dims: READ, PHS1, PHS2, COIL, MAPS, TE, COEFF, COEFF2, ITER, CSHIFT, TIME, TIME2, LEVEL, SLICE, ...
+_BART_SLICE_DIM = 13
+
+
+@dataclass(frozen=True)
+class KSpace:
+    """Measured k-space of one acquisition.
+
+    Attributes
+    ----------
+    data : ndarray, shape (S, C, H, W), complex64
+        Slices, coils, phase-encode lines, readout samples; centred; zero where not sampled.
+    voxel_size : (float, float, float) or None
+        Image voxel size in mm along (phase-encode H, readout W, slice), when the file records it.
+    affine : ndarray, shape (4, 4), or None
+        Voxel-to-world (RAS+, mm) affine of the image, when the file records one (NIfTI only).
+    source : str
+        Format read: ``"twix"``, ``"fastmri"``, ``"bart"`` or ``"nifti"``.
+    """
+
+    data: np.ndarray
+    voxel_size: tuple[float, float, float] | None
+    affine: np.ndarray | None
+    source: str
+
+
+def read_kspace(path: str | os.PathLike) -> KSpace:
+    """Read measured k-space, choosing the reader by file extension.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``.dat`` (Siemens twix, needs ``pip install neurodiff[raw]``), ``.h5`` (fastMRI), ``.cfl``/``.hdr``
+        (BART pair) or ``.nii``/``.nii.gz`` (complex NIfTI with axes ``(H, W[, S][, C])``).
+
+    Returns
+    -------
+    KSpace
+        Data ``(S, C, H, W)`` complex64, centred.
+
+    Notes
+    -----
+    - twix: the last measurement of the file; image-scan lines only, placed by their ``Lin`` counter (the
+      centre line ``CenterLin`` lands on ``H // 2``, so partial-Fourier data are zero-filled), lines sharing
+      ``(Slc, Lin)`` (averages, repetitions, segments) averaged, readout oversampling removed (centred inverse
+      FFT along readout, central ``1 / flReadoutOSFactor`` kept, FFT back). 3D, multi-echo, multi-phase and
+      multi-set data raise :class:`InputError`.
+    - fastMRI stores ``kspace`` as ``(S[, C], readout, phase-encode)``; it is transposed to ``(S, C, PE, RO)``
+      (so images are transposed relative to fastMRI's). Its centring is the same as ours (fastMRI's
+      ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept; a
+      file whose k-space peak lies in a corner (uncentred) is rejected. Readout oversampling is removed when
+      ``ismrmrd_header`` gives a smaller recon than encoded matrix. ISMRMRD raw HDF5 is not supported yet.
+    - BART: dims ``[RO, PE1, PE2, COIL, ..., SLICE (13)]``; ``PE2 > 1`` (3D) and other non-singleton dims raise.
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith((".cfl", ".hdr")):
+        base = p.with_suffix("")
+        for part in (base.with_suffix(".cfl"), base.with_suffix(".hdr")):
+            if not part.is_file():
+                raise InputError(f"BART file {part} not found (a .cfl needs its .hdr and vice versa)")
+        return _read_cfl(base)
+    if not p.is_file():
+        raise InputError(f"k-space file {p} not found")
+    if name.endswith((".nii", ".nii.gz")):
+        return _read_nifti(p)
+    if name.endswith((".h5", ".hdf5")):
+        return _read_h5(p)
+    if name.endswith(".dat"):
+        return _read_twix(p)
+    raise InputError(
+        f"unknown k-space format {p.name!r}: use .dat (twix), .h5 (fastMRI), .cfl/.hdr (BART) or .nii[.gz]"
+    )
+
+
+def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) -> None:
+    """Write k-space ``(S, C, H, W)`` as a BART ``.cfl``/``.hdr`` pair with dims ``[W, H, 1, C, 1, ..., S]``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output name, with or without the ``.cfl``/``.hdr`` extension.
+    data : ndarray, shape (S, C, H, W), complex
+        Centred k-space; stored as complex64.
+    force : bool
+        Overwrite existing files.
+    """
+    if data.ndim != 4:
+        raise InputError(f"write_cfl expects k-space of shape (S, C, H, W), got {data.shape}")
+    base = Path(path)
+    base = base.with_suffix("") if base.suffix.lower() in (".cfl", ".hdr") else base
+    cfl, hdr = base.with_suffix(".cfl"), base.with_suffix(".hdr")
+    if not force and (cfl.exists() or hdr.exists()):
+        raise OutputExistsError(f"{cfl} exists; pass force=True to overwrite")
+    s, c, h, w = data.shape
+    dims = [w, h, 1, c] + [1] * (_BART_SLICE_DIM - 4) + [s]
+    bart = np.asarray(data, dtype=np.complex64).transpose(3, 2, 1, 0).reshape(dims, order="F")
+    for target, write in (
+        (cfl, lambda f: f.write(bart.ravel(order="F").tobytes())),
+        (hdr, lambda f: f.write(("# Dimensions\n" + " ".join(map(str, dims)) + "\n").encode())),
+    ):
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+
+
+def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | None, source: str) -> KSpace:
+    """Validate ``(S, C, H, W)`` k-space and wrap it."""
+    data = np.ascontiguousarray(data, dtype=np.complex64)
+    if not np.isfinite(data).all():
+        raise InputError("k-space contains NaN or infinite values")
+    if not data.any():
+        raise InputError("k-space is all zero")
+    voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
+    return KSpace(data=data, voxel_size=voxel, affine=affine, source=source)
+
+
+def _crop_readout(k: np.ndarray, n: int) -> np.ndarray:
+    """Keep the central ``n`` image samples along the last (readout) axis of centred k-space."""
+    img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    start = k.shape[-1] // 2 - n // 2
+    img = img[..., start : start + n]
+    return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1)
+
+
+def _read_twix(path: Path) -> KSpace:
+    try:
+        import twixtools
+    except ImportError:
+        raise InputError("reading Siemens .dat files needs twixtools: pip install neurodiff[raw]") from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        meas = twixtools.read_twix(str(path), parse_pmu=False, verbose=False)[-1]
+    lines = [m for m in meas["mdb"] if m.is_image_scan()]
+    if not lines:
+        raise InputError(f"{path.name} holds no imaging k-space lines")
+    for counter in ("cPar", "cEco", "cPhs", "cSet"):
+        if any(getattr(m, counter) for m in lines):
+            raise InputError(f"{path.name}: 3D, multi-echo, -phase or -set twix data ({counter} > 0) not supported yet")
+    ncoil, ncol = lines[0].data.shape
+    centre_lin, centre_col = int(lines[0].mdh.CenterLin), int(lines[0].mdh.CenterCol)
+    nlin = max(max(m.cLin for m in lines) + 1, 2 * centre_lin)
+    nslc = max(m.cSlc for m in lines) + 1
+    total = np.zeros((nslc, ncoil, nlin, ncol), dtype=np.complex128)
+    count = np.zeros((nslc, nlin))
+    for m in lines:
+        total[m.cSlc, :, m.cLin] += m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data
+        count[m.cSlc, m.cLin] += 1
+    data = total / np.maximum(count, 1)[:, None, :, None]
+    # asymmetric echo: zero-pad the readout so that CenterCol lands on W // 2
+    data = np.pad(data, [(0, 0)] * 3 + [(max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol))])
+    hdr = meas["hdr"]
+    oversampling = float(hdr["Meas"].get("flReadoutOSFactor", 1.0) or 1.0)
+    data = _crop_readout(data, int(round(data.shape[-1] / oversampling)))
+    try:
+        sl = hdr["MeasYaps"]["sSliceArray"]["asSlice"][0]
+        voxel = (sl["dPhaseFOV"] / data.shape[-2], sl["dReadoutFOV"] / data.shape[-1], sl["dThickness"])
+    except (KeyError, IndexError, TypeError):
+        voxel = None
+    return _checked(data, voxel, None, "twix")
+
+
+def _read_h5(path: Path) -> KSpace:
+    try:
+        import h5py
+    except ImportError:
+        raise InputError("reading .h5 k-space needs h5py: pip install neurodiff[raw]") from None
+    with h5py.File(path, "r") as f:
+        if "kspace" not in f:
+            if "dataset" in f and "data" in f["dataset"]:
+                raise InputError("ISMRMRD raw HDF5 is not supported yet; convert it to BART .cfl or fastMRI .h5")
+            raise InputError(f"{path.name} has no 'kspace' dataset (expected a fastMRI file)")
+        k = np.asarray(f["kspace"][()])
+        header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
+    if k.ndim == 3:
+        k = k[:, None]
+    if k.ndim != 4 or not np.iscomplexobj(k):
+        raise InputError(f"fastMRI 'kspace' must be complex (S[, C], H, W), got {k.dtype} {k.shape}")
+    k = np.swapaxes(k, -1, -2)  # fastMRI: (..., readout, phase-encode) -> (..., phase-encode, readout)
+    energy = (np.abs(k) ** 2).sum(axis=(0, 1))
+    py, px = np.unravel_index(np.argmax(energy), energy.shape)
+    h, w = energy.shape
+    if abs(py - h // 2) > h / 4 and abs(px - w // 2) > w / 4:
+        raise InputError(f"{path.name}: k-space peak is in a corner, not at the centre; fftshift it first")
+    voxel = None
+    if header is not None:
+        enc, rec = _ismrmrd_matrix(header, "encodedSpace"), _ismrmrd_matrix(header, "reconSpace")
+        if rec[0][0] < enc[0][0] <= k.shape[-1]:
+            k = _crop_readout(k, int(round(k.shape[-1] * rec[0][0] / enc[0][0])))
+        (mx, my, mz), (fx, fy, fz) = rec
+        voxel = (fy / my, fx / mx, fz / mz)
+    return _checked(k, voxel, None, "fastmri")
+
+
+def _ismrmrd_matrix(header: bytes, space: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """``(matrix (x, y, z), field of view mm (x, y, z))`` of ``space`` in an ISMRMRD XML header."""
+    root = ET.fromstring(header)
+    ns = {"m": root.tag.split("}")[0].strip("{")} if root.tag.startswith("{") else {"m": ""}
+    pre = "m:" if ns["m"] else ""
+    node = root.find(f"{pre}encoding/{pre}{space}", ns)
+    if node is None:
+        raise InputError(f"ismrmrd_header has no encoding/{space}")
+    matrix = tuple(int(node.find(f"{pre}matrixSize/{pre}{a}", ns).text) for a in "xyz")
+    fov = tuple(float(node.find(f"{pre}fieldOfView_mm/{pre}{a}", ns).text) for a in "xyz")
+    return matrix, fov
+
+
+def _read_cfl(base: Path) -> KSpace:
+    text = [ln for ln in base.with_suffix(".hdr").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    try:
+        dims = [int(d) for d in text[0].split()]
+    except (IndexError, ValueError):
+        raise InputError(f"{base.with_suffix('.hdr')} is not a BART header (no line of dimensions)") from None
+    dims += [1] * (16 - len(dims))
+    raw = np.fromfile(base.with_suffix(".cfl"), dtype=np.complex64)
+    if raw.size != np.prod(dims):
+        raise InputError(f"{base.with_suffix('.cfl')} holds {raw.size} values but its header says {dims}")
+    other = [i for i, d in enumerate(dims) if d > 1 and i not in (0, 1, 3, _BART_SLICE_DIM)]
+    if other:
+        raise InputError(f"BART dims {other} are > 1; only READ, PHS1, COIL and SLICE (0, 1, 3, 13) are supported")
+    k = raw.reshape(dims, order="F").reshape(dims[0], dims[1], dims[3], dims[_BART_SLICE_DIM], order="F")
+    return _checked(k.transpose(3, 2, 1, 0), None, None, "bart")
+
+
+def _read_nifti(path: Path) -> KSpace:
+    import nibabel as nib
+
+    img = nib.load(path)
+    k = np.asanyarray(img.dataobj)
+    if not np.iscomplexobj(k):
+        raise InputError(f"{path.name} holds real values; k-space NIfTI must be complex")
+    if not 2 <= k.ndim <= 4:
+        raise InputError(f"{path.name}: k-space NIfTI must have axes (H, W[, S][, C]), got shape {k.shape}")
+    k = k.reshape(k.shape + (1,) * (4 - k.ndim)).transpose(2, 3, 0, 1)
+    zooms = tuple(img.header.get_zooms()[:3]) + (1.0,) * 3
+    return _checked(k, zooms[:3], np.asarray(img.affine, dtype=float), "nifti")

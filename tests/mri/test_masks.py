@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from neurodiff.errors import InputError
+from neurodiff.mri.masks import check_mask, mask_from_kspace, sampling_mask
+
+KINDS = ["random", "equispaced", "poisson"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(128, 128), (96, 130)])
+@pytest.mark.parametrize("accel", [4, 8])
+def test_acceleration_and_centre(kind, shape, accel):
+    cf = 0.08
+    mask = sampling_mask(shape, accel, cf, kind=kind, pe_axis=1, seed=3)
+    assert mask.shape == shape and mask.dtype == bool
+    assert mask.size / mask.sum() == pytest.approx(accel, rel=0.1)
+    h, w = shape
+    if kind == "poisson":
+        ch, cw = round(cf * h), round(cf * w)
+        assert mask[h // 2 - ch // 2 : h // 2 - ch // 2 + ch, w // 2 - cw // 2 : w // 2 - cw // 2 + cw].all()
+    else:
+        n = round(cf * w)
+        assert mask[:, w // 2 - n // 2 : w // 2 - n // 2 + n].all()
+
+
+@pytest.mark.parametrize("kind", ["random", "equispaced"])
+def test_pe_axis_selects_whole_lines(kind):
+    m0 = sampling_mask((30, 34), 4, 0.1, kind=kind, pe_axis=0, seed=1)
+    m1 = sampling_mask((30, 34), 4, 0.1, kind=kind, pe_axis=1, seed=1)
+    assert (m0 == m0[:, :1]).all() and not (m0 == m0[:1, :]).all()  # varies along H, constant along W
+    assert (m1 == m1[:1, :]).all() and not (m1 == m1[:, :1]).all()
+
+
+def test_poisson_is_2d_and_variable_density():
+    m = sampling_mask((128, 128), 6, 0.06, kind="poisson", seed=0)
+    assert not (m == m[:, :1]).all() and not (m == m[:1, :]).all()
+    yy, xx = np.mgrid[-64:64, -64:64]
+    r = np.hypot(yy, xx)
+    assert m[(r > 8) & (r < 30)].mean() > 1.5 * m[r > 45].mean()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_seeded(kind):
+    state = np.random.get_state()
+    a = sampling_mask((48, 40), 4, 0.1, kind=kind, seed=7)
+    assert np.array_equal(a, sampling_mask((48, 40), 4, 0.1, kind=kind, seed=7))
+    assert not np.array_equal(a, sampling_mask((48, 40), 4, 0.1, kind=kind, seed=8))
+    assert np.array_equal(np.random.get_state()[1], state[1])  # global RNG untouched
+
+
+@pytest.mark.parametrize(
+    "args",
+    [((1, 32), 4, 0.1), ((32, 32), 0.5, 0.1), ((32, 32), 4, 1.0), ((32, 32), 4, -0.1), ((32, 32), 4, 0.5)],
+)
+def test_validation(args):
+    with pytest.raises(InputError):
+        sampling_mask(*args)
+    with pytest.raises(InputError):
+        sampling_mask((32, 32), 4, 0.1, kind="spiral")
+    with pytest.raises(InputError):
+        sampling_mask((32, 32), 4, 0.1, pe_axis=2)
+
+
+def test_mask_from_kspace():
+    mask = sampling_mask((30, 34), 4, 0.1, seed=0)
+    k = np.random.default_rng(0).standard_normal((2, 3, 30, 34)) * (1 + 0j)
+    k[..., ~mask] = 0
+    k[1, 2, 0, 0] = 1  # one coil of one slice sampled a location
+    expected = mask.copy()
+    expected[0, 0] = True
+    assert np.array_equal(mask_from_kspace(k), expected)
+    assert np.array_equal(mask_from_kspace(torch.from_numpy(k)), expected)
+
+
+def test_check_mask():
+    check_mask(np.ones((30, 34)), (3, 30, 34))
+    with pytest.raises(InputError, match=r"mask shape \(30, 34\) does not match k-space \(34, 30\)"):
+        check_mask(np.ones((30, 34), bool), (34, 30))
+    with pytest.raises(InputError, match="samples nothing"):
+        check_mask(np.zeros((30, 34)), (30, 34))
+    with pytest.raises(InputError, match="not binary"):
+        check_mask(np.full((30, 34), 0.5), (30, 34))

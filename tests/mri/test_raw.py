@@ -1,0 +1,134 @@
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from neurodiff.errors import InputError, OutputExistsError
+from neurodiff.mri.fft import fft2c, ifft2c
+from neurodiff.mri.operators import rss
+from neurodiff.mri.raw import read_kspace, write_cfl
+
+TWIX = Path(__file__).parents[1] / "data" / "mri" / "gre.dat"
+
+
+@pytest.fixture(scope="module")
+def twix():
+    pytest.importorskip("twixtools")
+    return read_kspace(TWIX)
+
+
+def _kspace(shape, seed=0):
+    """Centred k-space of a smooth random object: peak at DC like measured data."""
+    rng = np.random.default_rng(seed)
+    h, w = shape[-2:]
+    yy, xx = np.mgrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j]
+    image = (yy**2 + xx**2 < 0.6) * (1 + rng.random(shape))
+    return fft2c(torch.from_numpy(image.astype(np.complex64))).numpy()
+
+
+def test_twix_phantom(twix):
+    # 160 lines x 320 oversampled readout samples, 2 coils, 1 slice -> oversampling removed
+    assert twix.data.shape == (1, 2, 160, 160) and twix.data.dtype == np.complex64
+    assert twix.source == "twix" and twix.voxel_size == pytest.approx((1.25, 1.25, 4.0))
+    energy = (np.abs(twix.data) ** 2).sum(axis=(0, 1))
+    assert np.unravel_index(energy.argmax(), energy.shape) == pytest.approx((80, 80), abs=2)  # centred
+    image = rss(ifft2c(torch.from_numpy(twix.data)))[0].numpy()
+    assert np.isfinite(image).all()
+    centre = image[60:100, 60:100].mean()
+    corners = [image[:16, :16], image[:16, -16:], image[-16:, :16], image[-16:, -16:]]
+    assert all(centre > 3 * c.mean() for c in corners)
+
+
+def test_cfl_roundtrip(twix, tmp_path):
+    write_cfl(tmp_path / "k", twix.data)
+    back = read_kspace(tmp_path / "k.cfl")
+    assert back.source == "bart"
+    np.testing.assert_array_equal(back.data, twix.data)
+    hdr = (tmp_path / "k.hdr").read_text().splitlines()
+    assert hdr[1].split()[:4] == ["160", "160", "1", "2"]  # [RO, PE1, PE2, COIL]
+    with pytest.raises(OutputExistsError):
+        write_cfl(tmp_path / "k.cfl", twix.data)
+
+
+def test_cfl_asymmetric_multislice(tmp_path):
+    data = _kspace((3, 2, 5, 7))
+    write_cfl(tmp_path / "a.hdr", data)
+    np.testing.assert_array_equal(read_kspace(tmp_path / "a.hdr").data, data)
+    raw = np.fromfile(tmp_path / "a.cfl", dtype=np.complex64)
+    assert raw[1] == data[0, 0, 0, 1]  # Fortran order: readout varies fastest
+    write_cfl(tmp_path / "a", data[:1], force=True)
+    assert read_kspace(tmp_path / "a.cfl").data.shape == (1, 2, 5, 7)
+
+
+def test_nifti_roundtrip(tmp_path):
+    k = np.moveaxis(_kspace((2, 3, 5, 6)), (0, 1), (2, 3))  # (H, W, S, C)
+    affine = np.diag([0.5, 0.7, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(k, affine), tmp_path / "k.nii.gz")
+    back = read_kspace(tmp_path / "k.nii.gz")
+    assert back.data.shape == (2, 3, 5, 6) and back.source == "nifti"
+    np.testing.assert_array_equal(back.data, np.moveaxis(k, (2, 3), (0, 1)))
+    assert back.voxel_size == pytest.approx((0.5, 0.7, 2.0))
+    np.testing.assert_allclose(back.affine, affine, rtol=1e-6)  # NIfTI stores float32
+    nib.save(nib.Nifti1Image(k[:, :, 0, 0], affine), tmp_path / "single.nii")
+    assert read_kspace(tmp_path / "single.nii").data.shape == (1, 1, 5, 6)
+
+
+def test_fastmri(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    k = _kspace((2, 3, 12, 8))  # fastMRI order (S, C, readout, phase-encode)
+    header = (
+        '<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+        "<encodedSpace><matrixSize><x>12</x><y>8</y><z>1</z></matrixSize>"
+        "<fieldOfView_mm><x>240</x><y>160</y><z>3</z></fieldOfView_mm></encodedSpace>"
+        "<reconSpace><matrixSize><x>6</x><y>8</y><z>1</z></matrixSize>"
+        "<fieldOfView_mm><x>120</x><y>160</y><z>3</z></fieldOfView_mm></reconSpace>"
+        "</encoding></ismrmrdHeader>"
+    )
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["kspace"] = k
+    with h5py.File(tmp_path / "header.h5", "w") as f:
+        f["kspace"] = k[:, 0]  # single coil
+        f["ismrmrd_header"] = header
+    plain = read_kspace(tmp_path / "plain.h5")
+    assert plain.source == "fastmri"
+    np.testing.assert_array_equal(plain.data, np.swapaxes(k, -1, -2))
+    cropped = read_kspace(tmp_path / "header.h5")
+    assert cropped.data.shape == (2, 1, 8, 6)  # readout oversampling 12 -> 6 removed
+    assert cropped.voxel_size == pytest.approx((20.0, 20.0, 3.0))
+    full_image = ifft2c(torch.from_numpy(np.swapaxes(k[:, :1], -1, -2)))[..., 3:9]
+    torch.testing.assert_close(ifft2c(torch.from_numpy(cropped.data)), full_image, rtol=0, atol=1e-5)
+    with h5py.File(tmp_path / "shifted.h5", "w") as f:
+        f["kspace"] = np.fft.ifftshift(k, axes=(-2, -1))
+    with pytest.raises(InputError, match="corner"):
+        read_kspace(tmp_path / "shifted.h5")
+    with h5py.File(tmp_path / "ismrmrd.h5", "w") as f:
+        f.create_dataset("dataset/data", data=np.zeros(3))
+    with pytest.raises(InputError, match="ISMRMRD"):
+        read_kspace(tmp_path / "ismrmrd.h5")
+
+
+def test_errors(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match="not found"):
+        read_kspace(tmp_path / "missing.dat")
+    with pytest.raises(InputError, match="not found"):
+        read_kspace(tmp_path / "missing.cfl")
+    (tmp_path / "k.mat").write_bytes(b"x")
+    with pytest.raises(InputError, match="unknown k-space format"):
+        read_kspace(tmp_path / "k.mat")
+    nib.save(nib.Nifti1Image(np.zeros((5, 6), np.complex64), np.eye(4)), tmp_path / "zero.nii")
+    with pytest.raises(InputError, match="all zero"):
+        read_kspace(tmp_path / "zero.nii")
+    nan = np.ones((5, 6), np.complex64)
+    nan[1, 2] = np.nan
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), tmp_path / "nan.nii")
+    with pytest.raises(InputError, match="NaN"):
+        read_kspace(tmp_path / "nan.nii")
+    nib.save(nib.Nifti1Image(np.ones((5, 6), np.float32), np.eye(4)), tmp_path / "real.nii")
+    with pytest.raises(InputError, match="complex"):
+        read_kspace(tmp_path / "real.nii")
+    monkeypatch.setitem(sys.modules, "twixtools", None)
+    with pytest.raises(InputError, match=r"pip install neurodiff\[raw\]"):
+        read_kspace(TWIX)
