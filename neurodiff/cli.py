@@ -1,0 +1,222 @@
+"""The ``neurodiff`` command line: one command per task; heavy imports happen inside the commands.
+
+A user mistake prints one line on stderr and exits with code 2; a runtime failure exits with code 1; no
+traceback is shown unless ``NEURODIFF_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from . import __version__
+from .errors import InputError, NeurodiffError
+
+app = typer.Typer(
+    help="Diffusion models for neuroimaging: MRI reconstruction with uncertainty, model training and more.\n\n"
+    "Outputs are NIfTI files with the input's geometry and BIDS-derivative names, each with a JSON sidecar.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"neurodiff: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handled(fn: Callable) -> Callable:
+    """Turn neurodiff errors into one line on stderr and an exit code (2 input, 1 runtime)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NeurodiffError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; no output was written", 130)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # an unexpected failure: still one line, unless debugging
+            if os.environ.get("NEURODIFF_DEBUG"):
+                raise
+            _fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                  "(set NEURODIFF_DEBUG=1 for the traceback)", 1)
+
+    return wrapper
+
+
+class MaskType(str, Enum):
+    random = "random"
+    equispaced = "equispaced"
+    poisson = "poisson"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _progress(quiet: bool, label: str):
+    """A rich progress bar context yielding an ``update(done, total)`` function (a no-op when quiet)."""
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if quiet:
+        return contextlib.nullcontext(lambda done, total: None)
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True), transient=False) as p:
+            task = p.add_task(label, total=None)
+            yield lambda done, total: p.update(task, completed=done, total=total)
+
+    return bar()
+
+
+@app.command()
+@handled
+def info() -> None:
+    """Show versions, the compute device and the models shipped with neurodiff."""
+    import monai
+    import torch
+
+    from .weights import load_model, shipped_models
+
+    typer.echo(f"neurodiff {__version__}")
+    typer.echo(f"python    {sys.version.split()[0]}")
+    typer.echo(f"torch     {torch.__version__}  (CUDA available: {torch.cuda.is_available()})")
+    typer.echo(f"monai     {monai.__version__}")
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    typer.echo(f"device    {dev}")
+    typer.echo("models:")
+    for name in shipped_models():
+        card = load_model(name).card
+        typer.echo(f"  {name:24s} {card.get('task', '')}: {card['training'].get('data', '')}")
+
+
+@app.command()
+@handled
+def recon(
+    input: Path = typer.Argument(..., help="Image NIfTI (2D/3D, magnitude or complex) to undersample "
+                                 "retrospectively, or measured k-space: .dat (Siemens twix), .h5 (fastMRI), .cfl (BART)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Output folder [default: the input's folder]."),
+    accel: Optional[float] = typer.Option(None, help="Acceleration of the simulated undersampling [default: 4 for "
+                                          "images; none for k-space, whose own sampling is used]."),
+    mask_type: MaskType = typer.Option(MaskType.random, help="random/equispaced: 1D phase-encode lines; poisson: 2D "
+                                       "variable density."),
+    center_fraction: float = typer.Option(0.08, help="Fully sampled centre, as a fraction of the lines."),
+    mask: Optional[Path] = typer.Option(None, help="Sampling mask NIfTI (voxel order of the image, centred like "
+                                        "k-space; one plane or identical planes) instead of --accel."),
+    kspace: bool = typer.Option(False, "--kspace", help="The NIfTI input is complex k-space (H, W[, S][, C])."),
+    pe_axis: int = typer.Option(0, help="Phase-encode axis of 1D masks: 0 = first in-plane voxel axis, 1 = second."),
+    slice_axis: int = typer.Option(2, help="Voxel axis along which the volume is sliced; k-space is 2D over the "
+                                   "other two."),
+    slices: Optional[str] = typer.Option(None, help="Reconstruct only slices A:B (e.g. 40:48); outputs cover these."),
+    samples: int = typer.Option(8, help="Posterior samples (drawn as one batch); their spread is the uncertainty."),
+    steps: int = typer.Option(20, help="Sampler steps per sample."),
+    eta: float = typer.Option(1.0, help="Sampler stochasticity (1 = ancestral, keeps the posterior spread)."),
+    model: str = typer.Option("recon-t1-flair-tiny", help="Shipped model name or path to NAME.json/.safetensors."),
+    device: Device = typer.Option(Device.auto, help="Compute device."),
+    seed: int = typer.Option(0, help="Seed of the mask and the sampler: same seed, same output."),
+    save_samples: bool = typer.Option(False, "--save-samples", help="Also write the samples as a 4D NIfTI."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Reconstruct an MRI scan from undersampled k-space with a conditional diffusion model.
+
+    Writes <stem>_desc-recon (posterior mean), _desc-uncertainty (posterior std), _desc-zerofilled, _desc-mask
+    (k-space sampling mask) as NIfTI with the input's geometry and units, and _desc-recon.json with parameters,
+    timing and, for a fully sampled input, PSNR/SSIM/NMSE and uncertainty calibration.
+    """
+    from .io import OutputSet
+    from .tasks.recon import output_paths, reconstruct, write
+
+    if not input.exists():
+        raise InputError(f"input file not found: {input}")
+    if input.is_dir():
+        raise InputError(f"input {input} is a folder; give a NIfTI or k-space file")
+    paths = output_paths(input, out_dir, save_samples)
+    with OutputSet(list(paths.values()), force=force) as outputs:
+        with _progress(quiet, "sampling") as update:
+            res = reconstruct(
+                input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
+                center_fraction=center_fraction, mask=mask, pe_axis=pe_axis, slice_axis=slice_axis, slices=slices,
+                samples=samples, steps=steps, eta=eta, model=model, device=device.value, seed=seed,
+                save_samples=save_samples, progress=update,
+            )
+        write(res, input, paths, outputs.tmp)
+    if not quiet:
+        typer.echo(f"reconstructed {input} in {res.seconds:.1f} s; outputs:")
+        for p in paths.values():
+            typer.echo(f"  {p}")
+        if res.metrics:
+            r, z = res.metrics["recon"], res.metrics["zerofilled"]
+            typer.echo(f"PSNR {r['psnr']:.2f} dB (zero-filled {z['psnr']:.2f}), SSIM {r['ssim']:.3f} "
+                       f"(zero-filled {z['ssim']:.3f}) against the input as fully sampled reference")
+
+
+@app.command()
+@handled
+def train(
+    kind: str = typer.Argument(..., help="recon (k-space reconstruction model) or image (unconditional slices)."),
+    inputs: List[Path] = typer.Argument(..., help="3D NIfTI files, or folders of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output stem: writes OUT.safetensors, OUT.json, OUT_loss.csv."),
+    steps: int = typer.Option(5000, help="Optimiser steps."),
+    batch_size: int = typer.Option(8, help="Slices per step."),
+    lr: float = typer.Option(5e-4, help="Peak learning rate (warm-up, then cosine decay)."),
+    size: int = typer.Option(128, help="Slices are padded/cropped to SIZE x SIZE (a multiple of 8)."),
+    net: str = typer.Option("tiny", help="Network size: tiny, small or base."),
+    device: Device = typer.Option(Device.auto, help="Compute device."),
+    seed: int = typer.Option(0, help="Seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing model at OUT."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train a diffusion model on your own NIfTI images (2D slices along the last voxel axis).
+
+    Use the result with `neurodiff recon --model OUT`. Multi-GPU: launch with `torchrun --nproc-per-node N -m
+    neurodiff.cli train ...`.
+    """
+    import torch
+
+    from .tasks.train import train as run_train
+
+    files: list[Path] = []
+    for p in inputs:
+        if not p.exists():
+            raise InputError(f"input not found: {p}")
+        files += sorted(q for q in p.iterdir() if q.name.endswith((".nii", ".nii.gz"))) if p.is_dir() else [p]
+    if not files:
+        raise InputError("no .nii/.nii.gz files found in the inputs")
+    if out.with_suffix(".json").exists() and not (force or resume):
+        raise InputError(f"{out.with_suffix('.json')} exists; use --force to overwrite or --resume to continue")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dev = "cuda" if device == Device.auto and torch.cuda.is_available() else ("cpu" if device == Device.auto else device.value)
+    with _progress(quiet, "training") as update:
+        res = run_train(kind, files, out, net_size=net, image_size=(size, size), steps=steps, batch_size=batch_size,
+                        lr=lr, device=dev, seed=seed, resume=resume, callback=lambda s: update(s.step, steps))
+    if not quiet:
+        typer.echo(f"wrote {res.weights} and {res.card} ({res.seconds / 60:.1f} min, final smoothed loss "
+                   f"{res.losses['loss_smooth'].iloc[-1]:.4f})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Posterior sampling for undersampled MRI: a conditional diffusion model + data consistency at every step.
+
+Samples are drawn as one batch (samples x slices); the mean and spread are accumulated online over sample
+chunks (Welford), so memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..diffusion import Cond, Denoiser, sample_ddim
+from .fft import channels_to_complex, complex_to_channels
+from .recon_model import condition, crop, pad, padded_shape, padding, slice_scale
+
+# x (N, S, H, W) complex image estimates in the data's units -> data-consistent estimates
+Projection = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Posterior:
+    """Posterior summary of ``S`` slices, each ``(S, H, W)``.
+
+    Attributes
+    ----------
+    mean
+        Complex posterior mean (the reconstruction), in the data's units.
+    mag_mean, mag_std
+        Mean and standard deviation of the magnitude of the samples.
+    samples
+        ``(N, S, H, W)`` complex samples when kept, else None.
+    """
+
+    mean: torch.Tensor
+    mag_mean: torch.Tensor
+    mag_std: torch.Tensor
+    samples: torch.Tensor | None
+
+
+def sample_posterior(
+    denoiser: Denoiser,
+    zf: torch.Tensor,
+    mask: torch.Tensor,
+    project: Projection,
+    *,
+    n_samples: int = 8,
+    steps: int = 20,
+    eta: float = 1.0,
+    multiple: int = 8,
+    sample_chunk: int | None = None,
+    keep_samples: bool = False,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> Posterior:
+    """Draw posterior samples of ``S`` slices given their zero-filled images.
+
+    Parameters
+    ----------
+    zf
+        ``(S, H, W)`` complex zero-filled (adjoint) images of the measured data, any units.
+    mask
+        ``(H, W)`` sampling mask (1 = measured), shown to the network.
+    project
+        Data consistency in the data's units, applied to x0-hat at every step (e.g. a hard k-space projection).
+    n_samples
+        Number of posterior samples ``N``.
+    steps, eta
+        DDIM steps and stochasticity (``eta = 1``: ancestral sampling, which keeps the spread of the posterior).
+    multiple
+        The network's size divisor: slices are zero-padded to it and cropped back.
+    sample_chunk
+        Samples per network batch (default all ``N`` at once).
+    callback
+        Called with the number of network evaluations done so far.
+    """
+    dev = next(denoiser.parameters()).device
+    s, h, w = zf.shape
+    pads = padding((h, w), padded_shape((h, w), multiple))
+    scale = slice_scale(zf)[:, None, None]  # (S, 1, 1)
+    cond_one = condition(pad(zf / scale, pads), pad(mask.float(), pads))  # (S, 3, H', W')
+    chunk = sample_chunk or n_samples
+    n_done, calls = 0, 0
+    mean = torch.zeros_like(zf)
+    mag_mean = torch.zeros(zf.shape, dtype=torch.float32)
+    mag_m2 = torch.zeros_like(mag_mean)
+    kept = []
+    while n_done < n_samples:
+        n = min(chunk, n_samples - n_done)
+
+        def consistency(x0: torch.Tensor, t: torch.Tensor, n: int = n) -> torch.Tensor:
+            x = crop(channels_to_complex(x0.float().cpu()), pads).reshape(n, s, h, w) * scale
+            x = project(x) / scale
+            return complex_to_channels(pad(x.reshape(n * s, h, w), pads)).to(x0)
+
+        def count(i: int, t: int, x: torch.Tensor, pred) -> None:
+            nonlocal calls
+            calls += 1
+            if callback is not None:
+                callback(calls)
+
+        x_T = torch.randn((n * s, 2) + cond_one.shape[-2:], generator=generator, device=dev)
+        out = sample_ddim(denoiser, x_T, steps, cond=Cond(image=cond_one.repeat(n, 1, 1, 1).to(dev)), eta=eta,
+                          consistency=consistency, generator=generator, callback=count)
+        x = project(crop(channels_to_complex(out.float().cpu()), pads).reshape(n, s, h, w) * scale)
+        for xi in x:  # Welford
+            n_done += 1
+            mean += (xi - mean) / n_done
+            d = xi.abs() - mag_mean
+            mag_mean += d / n_done
+            mag_m2 += d * (xi.abs() - mag_mean)
+        if keep_samples:
+            kept.append(x)
+    std = (mag_m2 / max(n_done - 1, 1)).sqrt()
+    return Posterior(mean, mag_mean, std, torch.cat(kept) if keep_samples else None)
+

@@ -1,0 +1,1 @@
+"""Task functions: load -> run -> return a result dataclass. Surfaces (CLI, Snakemake, notebooks) call these."""
