@@ -67,21 +67,33 @@ class Device(str, Enum):
 
 
 def _progress(quiet: bool, label: str):
-    """A rich progress bar context yielding an ``update(done, total)`` function (a no-op when quiet)."""
+    """A context yielding ``update(done, total)``; a rich progress bar on stderr appears at the first update (so
+    errors raised before any work print alone). A no-op when quiet."""
     import contextlib
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    if quiet:
-        return contextlib.nullcontext(lambda done, total: None)
 
     @contextlib.contextmanager
     def bar():
-        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                      console=Console(stderr=True), transient=False) as p:
-            task = p.add_task(label, total=None)
-            yield lambda done, total: p.update(task, completed=done, total=total)
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        state: dict = {}
+
+        def update(done: int, total: int) -> None:
+            if quiet:
+                return
+            if "p" not in state:
+                state["p"] = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                      TimeRemainingColumn(), console=Console(stderr=True))
+                state["p"].start()
+                state["task"] = state["p"].add_task(label, total=total)
+            state["p"].update(state["task"], completed=done, total=total)
+
+        try:
+            yield update
+        finally:
+            if "p" in state:
+                state["p"].stop()
 
     return bar()
 

@@ -59,6 +59,6 @@ def uncertainty_metrics(ref: np.ndarray, mean: np.ndarray, std: np.ndarray, wher
     err = np.abs(m - r)
     return {
         "coverage90": coverage(r, m, s, 0.9),
-        "spearman": float(spearmanr(s, err).statistic),
+        "spearman": float(spearmanr(s, err).statistic) if np.ptp(s) > 0 and np.ptp(err) > 0 else float("nan"),
         "ause": ause(err, s),
     }

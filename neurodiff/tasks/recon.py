@@ -130,8 +130,7 @@ def _image_problem(
     src: Path | nib.Nifti1Image, slice_axis: int, slices: str | None, mask_file: Path | None, accel: float,
     mask_type: str, center_fraction: float, pe_axis: int, seed: int,
 ) -> _Problem:
-    img = nib.load(src) if isinstance(src, (str, Path)) and Path(src).exists() else src
-    data, record = load_image(img, ndim=(2, 3))
+    data, record = load_image(src, ndim=(2, 3))
     if data.ndim == 2:
         data, slice_axis = data[:, :, None], 2
     if slice_axis not in (0, 1, 2):

@@ -1,0 +1,115 @@
+"""The command line as a user meets it: help, info, and one clear line with exit code 2 for bad input,
+with nothing written."""
+
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neurodiff.cli import app
+
+from .conftest import DATA, EXAMPLE
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(res, code=2):
+    assert res.exit_code == code, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("neurodiff: error:"), res.stderr
+    assert "Traceback" not in res.output
+
+
+def test_help_and_info():
+    assert run("--help").exit_code == 0
+    res = run("recon", "--help")
+    assert res.exit_code == 0 and "--accel" in res.output and "uncertainty" in res.output
+    res = run("info")
+    assert res.exit_code == 0 and "torch" in res.output and "monai" in res.output
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "neurodiff.cli", "recon", str(tmp_path / "missing.nii.gz")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"neurodiff: error: input file not found: {tmp_path / 'missing.nii.gz'}"
+
+
+@pytest.fixture
+def scan(tmp_path):
+    """A small real scan (two slices of the shipped example) in a fresh folder."""
+    img = nib.load(EXAMPLE).slicer[:, :, 40:42]
+    path = tmp_path / "in" / "scan.nii.gz"
+    path.parent.mkdir()
+    nib.save(img, path)
+    return path
+
+
+def _write(path, data, like):
+    nib.save(nib.Nifti1Image(data, like.affine), path)
+    return path
+
+
+def bad_inputs(scan):
+    like = nib.load(scan)
+    d = scan.parent
+    (d / "text.nii.gz").write_text("not an image")
+    (d / "notes.txt").write_text("hello")
+    return {
+        "missing": d / "nothere.nii.gz",
+        "not nifti": d / "text.nii.gz",
+        "unknown type": d / "notes.txt",
+        "4D": _write(d / "four.nii.gz", np.ones(like.shape + (3,), np.float32), like),
+        "all NaN": _write(d / "nan.nii.gz", np.full(like.shape, np.nan, np.float32), like),
+        "all zero": _write(d / "zero.nii.gz", np.zeros(like.shape, np.float32), like),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "not nifti", "unknown type", "4D", "all NaN", "all zero"])
+def test_bad_input_one_line_exit_2(scan, tmp_path, case, untrained_recon_model):
+    src = bad_inputs(scan)[case]
+    out = tmp_path / "out"
+    res = run("recon", src, "--out-dir", out, "--model", untrained_recon_model, "--steps", 1, "--samples", 1)
+    assert_one_line_error(res)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_bad_masks(scan, tmp_path, untrained_recon_model):
+    like = nib.load(scan)
+    empty = _write(tmp_path / "empty.nii.gz", np.zeros(like.shape[:2] + (1,), np.uint8), like)
+    wrong = _write(tmp_path / "wrong.nii.gz", np.ones((10, 12, 1), np.uint8), like)
+    for m in (empty, wrong):
+        res = run("recon", scan, "--mask", m, "--model", untrained_recon_model, "--out-dir", tmp_path / "o")
+        assert_one_line_error(res)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_unwritable_output_folder(scan, tmp_path, untrained_recon_model):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = run("recon", scan, "--out-dir", blocker / "sub", "--model", untrained_recon_model)
+    assert_one_line_error(res)
+
+
+def test_no_overwrite_without_force(scan, untrained_recon_model):
+    args = ("recon", scan, "--model", untrained_recon_model, "--steps", 1, "--samples", 2, "-q")
+    assert run(*args).exit_code == 0
+    recon = scan.parent / "scan_desc-recon.nii.gz"
+    before = recon.read_bytes()
+    assert_one_line_error(run(*args))
+    assert recon.read_bytes() == before
+    assert run(*args, "--force", "--seed", 1).exit_code == 0
+    assert recon.read_bytes() != before
+    assert not [p for p in scan.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_unknown_model(scan):
+    assert_one_line_error(run("recon", scan, "--model", "no-such-model"))
