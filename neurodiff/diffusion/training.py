@@ -123,9 +123,10 @@ def fit(
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
+        decay = min(cfg.ema_decay, (1 + state.step) / (10 + state.step))  # warm-up: early EMA forgets the init
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(p, 1 - cfg.ema_decay)
+                pe.lerp_(p, 1 - decay)
         state.step += 1
         state.losses.append(float(loss.detach()))
         state.seconds = time.time() - t0

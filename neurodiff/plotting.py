@@ -1,0 +1,82 @@
+"""Figures: reconstruction panels, uncertainty overlays (nilearn), error against uncertainty, loss curves and
+sample grids. Functions return matplotlib figures; nothing is shown or saved unless the caller does it."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def recon_panels(zerofilled: np.ndarray, recon: np.ndarray, uncertainty: np.ndarray,
+                 reference: np.ndarray | None = None, title: str = "") -> Figure:
+    """One slice side by side: zero-filled, reconstruction, uncertainty (and reference and |error| if given).
+    Arrays are 2D ``(H, W)`` in voxel order; shown with the first axis vertical."""
+    panels = [("zero-filled", np.abs(zerofilled), "gray"), ("reconstruction (posterior mean)", np.abs(recon), "gray"),
+              ("uncertainty (posterior std)", uncertainty, "magma")]
+    if reference is not None:
+        panels = [("reference", reference, "gray")] + panels + [("|error|", np.abs(np.abs(recon) - reference), "magma")]
+    vmax = np.percentile(np.abs(recon), 99.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
+    for ax, (name, img, cmap) in zip(axes, panels):
+        limit = vmax if cmap == "gray" else np.percentile(panels[-1][1] if reference is not None else uncertainty, 99.5)
+        ax.imshow(np.rot90(img), cmap=cmap, vmin=0, vmax=limit)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def uncertainty_overlay(recon_img, uncertainty_img, title: str = "posterior std over the reconstruction"):
+    """nilearn overlay of an uncertainty map on the reconstruction (both Niimg-like); returns the display."""
+    from nilearn import plotting
+
+    return plotting.plot_stat_map(uncertainty_img, bg_img=recon_img, display_mode="z", cut_coords=5,
+                                  cmap="inferno", threshold=None, colorbar=True, title=title, black_bg=True)
+
+
+def error_vs_uncertainty(reference: np.ndarray, mean: np.ndarray, std: np.ndarray, bins: int = 20) -> Figure:
+    """Binned mean absolute error against predicted std (a calibrated map follows |err| ~ 0.8 std, the mean
+    absolute value of a Gaussian), with the 1:1 and Gaussian reference lines."""
+    err, s = np.abs(mean - reference).ravel(), std.ravel()
+    edges = np.quantile(s, np.linspace(0, 1, bins + 1))
+    idx = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, bins - 1)
+    df = pd.DataFrame({"bin": idx, "std": s, "err": err}).groupby("bin").mean()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(df["std"], df["err"], "o-", label="observed")
+    lim = float(max(df["std"].max(), df["err"].max()))
+    ax.plot([0, lim], [0, lim * np.sqrt(2 / np.pi)], "k--", lw=1, label="calibrated Gaussian")
+    ax.set_xlabel("predicted std (per voxel, binned)")
+    ax.set_ylabel("mean |error|")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def loss_curve(losses: pd.DataFrame, title: str = "training loss") -> Figure:
+    """Loss per step (light) and its moving average (dark); ``losses`` has columns step, loss, loss_smooth."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(losses["step"], losses["loss"], alpha=0.25, lw=0.5)
+    ax.plot(losses["step"], losses["loss_smooth"], lw=1.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images: np.ndarray, ncols: int = 8, title: str = "") -> Figure:
+    """Grid of 2D images ``(N, H, W)`` (e.g. unconditional samples)."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.5 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img in zip(axes.ravel(), images):
+        ax.imshow(np.rot90(img), cmap="gray")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
