@@ -115,3 +115,34 @@ def sample_posterior(
     std = (mag_m2 / max(n_done - 1, 1)).sqrt()
     return Posterior(mean, mag_mean, std, torch.cat(kept) if keep_samples else None)
 
+
+
+def sample_posterior_slices(
+    denoiser: Denoiser,
+    zf: torch.Tensor,
+    mask: torch.Tensor,
+    project_for: Callable[[int, int], Projection],
+    *,
+    group: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs,
+) -> Posterior:
+    """:func:`sample_posterior` over a stack of slices ``zf`` ``(S, H, W)``, ``group`` slices per batch.
+
+    ``project_for(a, b)`` returns the data consistency of slices ``a:b``; ``progress(done, total)`` counts network
+    evaluations; other keyword arguments go to :func:`sample_posterior`.
+    """
+    s_total = zf.shape[0]
+    steps = kwargs.get("steps", 20)
+    total = steps * -(-s_total // group)
+    parts = []
+    for a in range(0, s_total, group):
+        b = min(a + group, s_total)
+        base = steps * (a // group)
+        tick = None if progress is None else (lambda calls, base=base: progress(base + calls, total))
+        parts.append(sample_posterior(denoiser, zf[a:b], mask, project_for(a, b), callback=tick, **kwargs))
+    keep = parts[0].samples is not None
+    return Posterior(
+        torch.cat([p.mean for p in parts]), torch.cat([p.mag_mean for p in parts]),
+        torch.cat([p.mag_std for p in parts]), torch.cat([p.samples for p in parts], 1) if keep else None,
+    )

@@ -27,7 +27,7 @@ from ..mri import (
     read_kspace, sampling_mask,
 )
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
-from ..mri.posterior import Posterior, sample_posterior
+from ..mri.posterior import sample_posterior_slices
 from ..nets import divisor
 from ..weights import Model, load_model
 
@@ -276,25 +276,13 @@ def reconstruct(
     den = m.denoiser.to(dev)
     std_scale = float(m.card.get("calibration", {}).get("std_scale", 1.0))
     gen = torch.Generator(device=dev).manual_seed(seed)
-    s_total = prob.zf.shape[0]
-    group = prob.group or max(1, batch_slices)
-    total = steps * -(-s_total // group)
-    done = 0
-    parts: list[Posterior] = []
-    mt = torch.from_numpy(prob.mask)
-    for a in range(0, s_total, group):
-        b = min(a + group, s_total)
-        def tick(calls: int, base: int = done) -> None:
-            if progress is not None:
-                progress(base + calls, total)
-
-        parts.append(sample_posterior(den, prob.zf[a:b], mt, prob.project_for(a, b), n_samples=samples, steps=steps, eta=eta,
-                                      multiple=divisor(m.card["architecture"]["size"]), keep_samples=save_samples,
-                                      generator=gen, callback=tick))
-        done += steps
-    mean = torch.cat([p.mean for p in parts]).numpy()
-    mag = torch.cat([p.mag_mean for p in parts]).numpy()
-    std = torch.cat([p.mag_std for p in parts]).numpy() * std_scale
+    post = sample_posterior_slices(
+        den, prob.zf, torch.from_numpy(prob.mask), prob.project_for, group=prob.group or max(1, batch_slices),
+        progress=progress, n_samples=samples, steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]),
+        keep_samples=save_samples, generator=gen,
+    )
+    mean, mag = post.mean.numpy(), post.mag_mean.numpy()
+    std = post.mag_std.numpy() * std_scale
     zf = prob.zf.numpy()
     recon = mean.astype(np.complex64) if prob.complex_output else mag.astype(np.float32)
     zfo = zf.astype(np.complex64) if prob.complex_output else np.abs(zf).astype(np.float32)
@@ -312,7 +300,7 @@ def reconstruct(
 
     samples_out = None
     if save_samples:
-        smp = torch.cat([p.samples for p in parts], 1).abs().numpy()  # (N, S, H, W)
+        smp = post.samples.abs().numpy()  # (N, S, H, W)
         samples_out = np.stack([out(s) for s in smp], -1).astype(np.float32)
     mask_vol = np.broadcast_to(prob.mask[None], zf.shape).astype(np.uint8)
     params = dict(accel=accel if use_kspace else (4.0 if accel is None else accel), mask_type=mask_type,

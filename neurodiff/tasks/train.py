@@ -35,12 +35,14 @@ class TrainResult:
 
 def image_slices(paths: Sequence[Path], size: tuple[int, int], min_fraction: float = 0.08) -> list[np.ndarray]:
     """Axial slices (last voxel axis) of 3D NIfTI files as float32 arrays in [0, ~1], with MONAI transforms:
-    intensity scaled by the volume's 0.5-99.5 percentiles, cropped to the foreground and padded/cropped to
-    ``size``; slices with less than ``min_fraction`` foreground are dropped."""
-    from monai.transforms import CropForeground, ResizeWithPadOrCrop, ScaleIntensityRangePercentiles
+    intensity scaled by the volume's 0.5-99.5 percentiles, cropped to the foreground, resized so the longer
+    in-plane side fits ``size`` and padded to ``size``; slices with less than ``min_fraction`` foreground are
+    dropped."""
+    from monai.transforms import CropForeground, Resize, ResizeWithPadOrCrop, ScaleIntensityRangePercentiles
 
     scale = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)
     crop = CropForeground(select_fn=lambda x: x > 0.05, allow_smaller=True)
+    shrink = Resize(max(size), size_mode="longest", mode="area")
     fit_size = ResizeWithPadOrCrop(size)
     out = []
     for p in paths:
@@ -49,7 +51,7 @@ def image_slices(paths: Sequence[Path], size: tuple[int, int], min_fraction: flo
         for k in range(v.shape[-1]):
             s = v[..., k]
             if float((s > 0.1).float().mean()) >= min_fraction:
-                out.append(fit_size(s[None])[0].numpy().astype(np.float32))
+                out.append(fit_size(shrink(s[None]))[0].numpy().astype(np.float32))
     return out
 
 
