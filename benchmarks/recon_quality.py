@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from scipy.stats import norm
 
+from neurodiff.mri import fft2c, ifft2c
 from neurodiff.mri.metrics import foreground, slice_metrics, uncertainty_metrics
 from neurodiff.tasks.recon import reconstruct
 from neurodiff.weights import load_model
@@ -69,14 +70,23 @@ def evaluate(vols, model, args, bart_lam: float | None) -> tuple[pd.DataFrame, l
             seed = 1000 * vi + int(accel)
             nd = run_neurodiff(stack, accel, cf, seed, model, args)
             row = {"volume": name, "accel": accel, "seconds": nd["seconds"]}
-            for method, est in (("zero-filled", np.abs(nd["zf"])), ("neurodiff", nd["recon"])):
-                row.update({f"{method} {k}": v for k, v in slice_metrics(ref, est).items()})
+            estimates = {"zero-filled": np.abs(nd["zf"]), "neurodiff": nd["recon"]}
+            mask = torch.from_numpy(nd["mask"])
+            k = fft2c(torch.from_numpy(ref).to(torch.complex64)) * mask
             if bart_lam is not None:
                 from baselines import bart_pics
 
-                k = np.stack([np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(r), norm="ortho")) for r in ref])
-                bart = np.abs(bart_pics((k * nd["mask"]).astype(np.complex64), nd["mask"], bart_lam))
-                row.update({f"BART {k}": v for k, v in slice_metrics(ref, bart).items()})
+                estimates["BART"] = np.abs(bart_pics(k.numpy(), nd["mask"], bart_lam))
+            if args.unet is not None:
+                import unet_baseline
+
+                net = unet_baseline.build()
+                net.load_state_dict(torch.load(args.unet, map_location="cpu"))
+                for dc in (False, True):
+                    x = unet_baseline.predict(net.eval(), ifft2c(k), mask, dc)
+                    estimates["U-Net + DC" if dc else "U-Net"] = x.abs().numpy()
+            for method, est in estimates.items():
+                row.update({f"{method} {k}": v for k, v in slice_metrics(ref, est).items()})
             rows.append(row)
             unc.append((accel, ref, nd["recon"], nd["std"]))
     return pd.DataFrame(rows), unc
@@ -113,6 +123,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--bart", action="store_true", help="also run BART (needs the `bart` command)")
     ap.add_argument("--bart-lambda", type=float, default=None, help="skip tuning; use this lambda")
+    ap.add_argument("--unet", type=Path, default=None, help="weights of the supervised U-Net baseline")
     ap.add_argument("--calibrate", action="store_true", help="fit the std scale on subjects 13-14 and write it "
                     "into the model card")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
