@@ -146,3 +146,15 @@ def sample_posterior_slices(
         torch.cat([p.mean for p in parts]), torch.cat([p.mag_mean for p in parts]),
         torch.cat([p.mag_std for p in parts]), torch.cat([p.samples for p in parts], 1) if keep else None,
     )
+
+
+def calibrated_std(std: torch.Tensor, scale: float = 1.0, smooth: float = 0.0) -> torch.Tensor:
+    """Uncertainty map from the sample std ``(S, H, W)``: the variance is averaged over neighbouring voxels with a
+    Gaussian of ``smooth`` voxels in-plane (less noisy than from few samples alone), then the std is multiplied
+    by ``scale``. Both come from the model card, fitted on calibration subjects."""
+    if smooth > 0:
+        from scipy.ndimage import gaussian_filter
+
+        var = gaussian_filter(std.double().numpy() ** 2, sigma=(0, smooth, smooth))
+        std = torch.from_numpy(var).sqrt().to(std.dtype)
+    return std * scale

@@ -27,7 +27,7 @@ from ..mri import (
     read_kspace, sampling_mask,
 )
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
-from ..mri.posterior import sample_posterior_slices
+from ..mri.posterior import calibrated_std, sample_posterior_slices
 from ..nets import divisor
 from ..weights import Model, load_model
 
@@ -274,7 +274,8 @@ def reconstruct(
     dev = _resolve_device(device)
     m = model if isinstance(model, Model) else load_model(model, dev)
     den = m.denoiser.to(dev)
-    std_scale = float(m.card.get("calibration", {}).get("std_scale", 1.0))
+    cal = m.card.get("calibration", {})
+    std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
     gen = torch.Generator(device=dev).manual_seed(seed)
     post = sample_posterior_slices(
         den, prob.zf, torch.from_numpy(prob.mask), prob.project_for, group=prob.group or max(1, batch_slices),
@@ -282,7 +283,7 @@ def reconstruct(
         keep_samples=save_samples, generator=gen,
     )
     mean, mag = post.mean.numpy(), post.mag_mean.numpy()
-    std = post.mag_std.numpy() * std_scale
+    std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
     zf = prob.zf.numpy()
     recon = mean.astype(np.complex64) if prob.complex_output else mag.astype(np.float32)
     zfo = zf.astype(np.complex64) if prob.complex_output else np.abs(zf).astype(np.float32)
@@ -307,7 +308,7 @@ def reconstruct(
                   center_fraction=center_fraction, mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
                   sampler="ddim", device=str(dev), model=m.name, model_version=m.card.get("version"),
-                  uncertainty_scale=std_scale, input_kind="kspace" if use_kspace else "image",
+                  uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth, input_kind="kspace" if use_kspace else "image",
                   sampled_fraction=float(prob.mask.mean()))
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,
                        metrics, params, time.time() - t0)

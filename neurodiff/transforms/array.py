@@ -8,7 +8,7 @@ import torch
 from monai.transforms import Randomizable, Transform
 
 from ..mri import fft2c, hard_project, ifft2c, sampling_mask
-from ..mri.posterior import sample_posterior_slices
+from ..mri.posterior import calibrated_std, sample_posterior_slices
 from ..nets import divisor
 from ..weights import Model, load_model
 
@@ -72,5 +72,6 @@ class DiffusionReconstruct(Transform):
             den, zf, m, lambda a, b: lambda z: hard_project(z, y[a:b], m), n_samples=self.samples, steps=self.steps,
             eta=self.eta, multiple=divisor(self.model.card["architecture"]["size"]), generator=gen,
         )
-        scale = float(self.model.card.get("calibration", {}).get("std_scale", 1.0))
-        return _unslice(post.mag_mean, shape), _unslice(post.mag_std * scale, shape)
+        cal = self.model.card.get("calibration", {})
+        std = calibrated_std(post.mag_std, float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0)))
+        return _unslice(post.mag_mean, shape), _unslice(std, shape)
