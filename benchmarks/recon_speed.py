@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import neurodiff
-from neurodiff.tasks.recon import reconstruct
+from neurodiff.tasks.recon import reconstruct, slices_per_batch
 from neurodiff.weights import load_model
 
 EXAMPLE = Path(neurodiff.__file__).parent / "data" / "sub-colin27_T1w.nii.gz"
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-slices", type=int, default=8)
+    ap.add_argument("--batch-slices", type=int, default=None)
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the fraction reached")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -61,9 +61,10 @@ def main() -> None:
     one = timed(a.volume, a.device, slices=f"{mid}:{mid + 1}", **kw)
     vol = timed(a.volume, a.device, **kw)
     shape = tuple(s + -s % 8 for s in one["shape"])
+    group = a.batch_slices or slices_per_batch(one["shape"], dev)
     rows = []
-    for name, r, batch in (("one slice", one, a.samples), ("volume", vol, a.samples * a.batch_slices)):
-        nfe = a.steps * -(-r["slices"] // (1 if name == "one slice" else a.batch_slices))
+    for name, r, batch in (("one slice", one, a.samples), ("volume", vol, a.samples * group)):
+        nfe = a.steps * -(-r["slices"] // (1 if name == "one slice" else group))
         fl = flops_per_nfe(model, batch, shape, dev) * nfe
         rows.append({"case": name, "device": str(dev) if dev.type != "cpu" else f"cpu ({torch.get_num_threads()} threads)",
                      "slices": r["slices"], "in-plane": "x".join(map(str, r["shape"])), "samples": a.samples,

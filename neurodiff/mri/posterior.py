@@ -63,7 +63,8 @@ def sample_posterior(
     mask
         ``(H, W)`` sampling mask (1 = measured), shown to the network.
     project
-        Data consistency in the data's units, applied to x0-hat at every step (e.g. a hard k-space projection).
+        Data consistency in the data's units, applied to x0-hat at every step (e.g. a hard k-space projection);
+        it receives tensors on the denoiser's device.
     n_samples
         Number of posterior samples ``N``.
     steps, eta
@@ -76,6 +77,7 @@ def sample_posterior(
         Called with the number of network evaluations done so far.
     """
     dev = next(denoiser.parameters()).device
+    zf, mask = zf.to(dev), mask.to(dev)
     s, h, w = zf.shape
     pads = padding((h, w), padded_shape((h, w), multiple))
     scale = slice_scale(zf)[:, None, None]  # (S, 1, 1)
@@ -83,14 +85,14 @@ def sample_posterior(
     chunk = sample_chunk or n_samples
     n_done, calls = 0, 0
     mean = torch.zeros_like(zf)
-    mag_mean = torch.zeros(zf.shape, dtype=torch.float32)
+    mag_mean = torch.zeros(zf.shape, dtype=torch.float32, device=dev)
     mag_m2 = torch.zeros_like(mag_mean)
     kept = []
     while n_done < n_samples:
         n = min(chunk, n_samples - n_done)
 
         def consistency(x0: torch.Tensor, t: torch.Tensor, n: int = n) -> torch.Tensor:
-            x = crop(channels_to_complex(x0.float().cpu()), pads).reshape(n, s, h, w) * scale
+            x = crop(channels_to_complex(x0.float()), pads).reshape(n, s, h, w) * scale
             x = project(x) / scale
             return complex_to_channels(pad(x.reshape(n * s, h, w), pads)).to(x0)
 
@@ -101,9 +103,9 @@ def sample_posterior(
                 callback(calls)
 
         x_T = torch.randn((n * s, 2) + cond_one.shape[-2:], generator=generator, device=dev)
-        out = sample_ddim(denoiser, x_T, steps, cond=Cond(image=cond_one.repeat(n, 1, 1, 1).to(dev)), eta=eta,
+        out = sample_ddim(denoiser, x_T, steps, cond=Cond(image=cond_one.repeat(n, 1, 1, 1)), eta=eta,
                           consistency=consistency, generator=generator, callback=count)
-        x = project(crop(channels_to_complex(out.float().cpu()), pads).reshape(n, s, h, w) * scale)
+        x = project(crop(channels_to_complex(out.float()), pads).reshape(n, s, h, w) * scale)
         for xi in x:  # Welford
             n_done += 1
             mean += (xi - mean) / n_done
@@ -111,9 +113,9 @@ def sample_posterior(
             mag_mean += d / n_done
             mag_m2 += d * (xi.abs() - mag_mean)
         if keep_samples:
-            kept.append(x)
+            kept.append(x.cpu())
     std = (mag_m2 / max(n_done - 1, 1)).sqrt()
-    return Posterior(mean, mag_mean, std, torch.cat(kept) if keep_samples else None)
+    return Posterior(mean.cpu(), mag_mean.cpu(), std.cpu(), torch.cat(kept) if keep_samples else None)
 
 
 

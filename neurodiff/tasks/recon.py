@@ -89,6 +89,12 @@ def parse_slices(spec: str | None, n: int) -> slice:
     return sl
 
 
+def slices_per_batch(shape: tuple[int, int], device: torch.device) -> int:
+    """Default number of slices per network batch for slices of ``shape`` ``(H, W)`` on ``device``."""
+    budget = (128 if device.type == "cuda" else 8) * 128 * 128
+    return max(1, budget // (shape[0] * shape[1]))
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -148,8 +154,8 @@ def _image_problem(
             else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
     y = fft2c(x) * torch.from_numpy(mask)
     mt = torch.from_numpy(mask)
-    return _Problem(ifft2c(y), mask, lambda a, b: lambda z: hard_project(z, y[a:b], mt), None, x.abs().numpy(),
-                    record, bool(np.iscomplexobj(data)), slice_axis)
+    return _Problem(ifft2c(y), mask, lambda a, b: lambda z: hard_project(z, y[a:b].to(z.device), mt), None,
+                    x.abs().numpy(), record, bool(np.iscomplexobj(data)), slice_axis)
 
 
 def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
@@ -180,13 +186,13 @@ def _kspace_problem(
     if c == 1:
         y = data[:, 0]
         zf = ifft2c(y)
-        project_for, group = (lambda a, b: lambda z: hard_project(z, y[a:b], mt)), None
+        project_for, group = (lambda a, b: lambda z: hard_project(z, y[a:b].to(z.device), mt)), None
         if full is not None:
             reference = ifft2c(full[:, 0]).abs().numpy()
     else:
         sens = [estimate_sensitivities(d) for d in data]  # from each slice's calibration centre
         zf = torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, data)])
-        project_for, group = (lambda a, b: lambda z: multicoil_project(z, data[a], mt, sens[a], steps=3)), 1
+        project_for, group = (lambda a, b: lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], steps=3)), 1
         if full is not None:
             ones = torch.ones(hw, dtype=torch.bool)
             reference = torch.stack([MultiCoil(ones, s).A_adjoint(f) for s, f in zip(sens, full)]).abs().numpy()
@@ -216,7 +222,7 @@ def reconstruct(
     device: str = "auto",
     seed: int = 0,
     save_samples: bool = False,
-    batch_slices: int = 8,
+    batch_slices: int | None = None,
     progress: Progress | None = None,
 ) -> ReconResult:
     """Reconstruct an image from undersampled k-space with a conditional diffusion model.
@@ -242,7 +248,8 @@ def reconstruct(
     model
         Shipped model name, a user model path, or a loaded :class:`~neurodiff.weights.Model`.
     batch_slices
-        Slices per network batch (each with ``samples`` samples).
+        Slices per network batch (each with ``samples`` samples); default: about 8 slices of 128 x 128 on a CPU,
+        128 on a GPU, fewer for larger slices.
     progress
         Called with ``(done, total)`` network evaluations.
     """
@@ -278,7 +285,7 @@ def reconstruct(
     std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
     gen = torch.Generator(device=dev).manual_seed(seed)
     post = sample_posterior_slices(
-        den, prob.zf, torch.from_numpy(prob.mask), prob.project_for, group=prob.group or max(1, batch_slices),
+        den, prob.zf, torch.from_numpy(prob.mask), prob.project_for, group=prob.group or batch_slices or slices_per_batch(prob.zf.shape[-2:], dev),
         progress=progress, n_samples=samples, steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]),
         keep_samples=save_samples, generator=gen,
     )
