@@ -49,6 +49,7 @@ def sample_posterior(
     steps: int = 20,
     eta: float = 1.0,
     multiple: int = 8,
+    canvas: tuple[int, int] = (0, 0),
     sample_chunk: int | None = None,
     keep_samples: bool = False,
     generator: torch.Generator | None = None,
@@ -71,6 +72,9 @@ def sample_posterior(
         DDIM steps and stochasticity (``eta = 1``: ancestral sampling, which keeps the spread of the posterior).
     multiple
         The network's size divisor: slices are zero-padded to it and cropped back.
+    canvas
+        Minimum padded size ``(H, W)``: the training canvas, so that a small field of view sits in the same
+        zero frame as the training slices did.
     sample_chunk
         Samples per network batch (default all ``N`` at once).
     callback
@@ -79,7 +83,7 @@ def sample_posterior(
     dev = next(denoiser.parameters()).device
     zf, mask = zf.to(dev), mask.to(dev)
     s, h, w = zf.shape
-    pads = padding((h, w), padded_shape((h, w), multiple))
+    pads = padding((h, w), padded_shape((max(h, canvas[0]), max(w, canvas[1])), multiple))
     scale = slice_scale(zf)[:, None, None]  # (S, 1, 1)
     cond_one = condition(pad(zf / scale, pads), pad(mask.float(), pads))  # (S, 3, H', W')
     chunk = sample_chunk or n_samples

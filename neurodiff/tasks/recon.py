@@ -287,6 +287,7 @@ def reconstruct(
     post = sample_posterior_slices(
         den, prob.zf, torch.from_numpy(prob.mask), prob.project_for, group=prob.group or batch_slices or slices_per_batch(prob.zf.shape[-2:], dev),
         progress=progress, n_samples=samples, steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]),
+        canvas=tuple(m.card.get("training", {}).get("image_size", (0, 0))),
         keep_samples=save_samples, generator=gen,
     )
     mean, mag = post.mean.numpy(), post.mag_mean.numpy()

@@ -71,6 +71,7 @@ class DiffusionReconstruct(Transform):
         post = sample_posterior_slices(
             den, zf, m, lambda a, b: lambda z: hard_project(z, y[a:b], m), n_samples=self.samples, steps=self.steps,
             eta=self.eta, multiple=divisor(self.model.card["architecture"]["size"]), generator=gen,
+            canvas=tuple(self.model.card.get("training", {}).get("image_size", (0, 0))),
         )
         cal = self.model.card.get("calibration", {})
         std = calibrated_std(post.mag_std, float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0)))
