@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from scipy.stats import norm
 
-from neurodiff.mri import fft2c, ifft2c
+from neurodiff.mri import fft2c, ifft2c, sampling_mask
 from neurodiff.mri.posterior import calibrated_std
 from neurodiff.mri.metrics import foreground, slice_metrics, uncertainty_metrics
 from neurodiff.tasks.recon import reconstruct
@@ -55,6 +55,11 @@ def central_slices(vol: np.ndarray, n: int) -> np.ndarray:
 
 
 def run_neurodiff(stack: np.ndarray, accel: float, cf: float, seed: int, model, args) -> dict:
+    if args.baselines_only:  # the same mask reconstruct() would draw, no sampling
+        mask = sampling_mask(stack.shape[:2], accel, cf, "random", seed=seed)
+        zf = ifft2c(fft2c(torch.from_numpy(np.moveaxis(stack, 2, 0)).to(torch.complex64)) * torch.from_numpy(mask))
+        return {"recon": zf.abs().numpy(), "std": np.zeros(zf.shape, np.float32), "zf": zf.numpy(), "mask": mask,
+                "seconds": 0.0}
     res = reconstruct(nib.Nifti1Image(stack, np.eye(4)), accel=accel, center_fraction=cf, seed=seed,
                       samples=args.samples, steps=args.steps, eta=args.eta, model=model, device=args.device)
     to_s = lambda a: np.moveaxis(a, 2, 0)  # noqa: E731
@@ -71,7 +76,9 @@ def evaluate(vols, model, args, bart_lam: float | None) -> tuple[pd.DataFrame, l
             seed = 1000 * vi + int(accel)
             nd = run_neurodiff(stack, accel, cf, seed, model, args)
             row = {"volume": name, "accel": accel, "seconds": nd["seconds"]}
-            estimates = {"zero-filled": np.abs(nd["zf"]), "neurodiff": nd["recon"]}
+            estimates = {"zero-filled": np.abs(nd["zf"])}
+            if not args.baselines_only:
+                estimates["neurodiff"] = nd["recon"]
             mask = torch.from_numpy(nd["mask"])
             k = fft2c(torch.from_numpy(ref).to(torch.complex64)) * mask
             if bart_lam is not None:
@@ -136,6 +143,7 @@ def main() -> None:
     ap.add_argument("--bart", action="store_true", help="also run BART (needs the `bart` command)")
     ap.add_argument("--bart-lambda", type=float, default=None, help="skip tuning; use this lambda")
     ap.add_argument("--unet", type=Path, default=None, help="weights of the supervised U-Net baseline")
+    ap.add_argument("--baselines-only", action="store_true", help="only zero-filling, BART and the U-Net")
     ap.add_argument("--calibrate", action="store_true", help="fit the std scale on subjects 13-14 and write it "
                     "into the model card")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -174,20 +182,22 @@ def main() -> None:
                                    f"eta {args.eta}", "target": "90% central interval covers 90% of object voxels"}
             card_path.write_text(json.dumps(card, indent=2) + "\n")
     test, test_unc = evaluate(volumes(args.data, TEST_SUBJECTS), model, args, lam)
+    suffix = "_baselines" if args.baselines_only else ""
 
     metric_cols = [c for c in test.columns if c.split()[-1] in ("psnr", "ssim", "nmse")]
     quality = test.groupby("accel")[metric_cols + ["seconds"]].mean()
-    unc = pd.concat([uncertainty_table(test_unc, 1.0, 0.0), uncertainty_table(test_unc, scale, smooth)])
     pd.set_option("display.width", 200)
     print(f"\n== Reconstruction quality, test subjects {TEST_SUBJECTS} (T1+FLAIR, {args.slices_per_volume} slices "
           f"per volume), {args.samples} samples, {args.steps} steps, eta {args.eta} ==")
     print(quality.T.round(4).to_string())
-    print(f"\n== Uncertainty on test subjects (object voxels): raw and with the std scale from {CAL_SUBJECTS} ==")
-    print(unc.round(3).to_string(index=False))
+    test.to_csv(args.out / f"recon_quality_per_volume{suffix}.csv", index=False)
+    quality.to_csv(args.out / f"recon_quality{suffix}.csv")
+    if not args.baselines_only:
+        unc = pd.concat([uncertainty_table(test_unc, 1.0, 0.0), uncertainty_table(test_unc, scale, smooth)])
+        print(f"\n== Uncertainty on test subjects (object voxels): raw, and calibrated on {CAL_SUBJECTS} ==")
+        print(unc.round(3).to_string(index=False))
+        unc.to_csv(args.out / "recon_uncertainty.csv", index=False)
     print(f"\n({time.time() - t0:.0f} s)")
-    test.to_csv(args.out / "recon_quality_per_volume.csv", index=False)
-    quality.to_csv(args.out / "recon_quality.csv")
-    unc.to_csv(args.out / "recon_uncertainty.csv", index=False)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ def main() -> None:
     timed(a.volume, a.device, slices=f"{mid}:{mid + 1}", **{**kw, "steps": 2})  # warm-up
     one = timed(a.volume, a.device, slices=f"{mid}:{mid + 1}", **kw)
     vol = timed(a.volume, a.device, **kw)
-    shape = tuple(s + -s % 8 for s in one["shape"])
-    group = a.batch_slices or slices_per_batch(one["shape"], dev)
+    canvas = model.card["training"]["image_size"]
+    shape = tuple(max(s, c) + -max(s, c) % 8 for s, c in zip(one["shape"], canvas))  # what the network sees
+    group = a.batch_slices or slices_per_batch(shape, dev)
     rows = []
     for name, r, batch in (("one slice", one, a.samples), ("volume", vol, a.samples * group)):
         nfe = a.steps * -(-r["slices"] // (1 if name == "one slice" else group))

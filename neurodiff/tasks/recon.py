@@ -284,10 +284,12 @@ def reconstruct(
     cal = m.card.get("calibration", {})
     std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
     gen = torch.Generator(device=dev).manual_seed(seed)
+    canvas = tuple(m.card.get("training", {}).get("image_size", (0, 0)))
+    work = tuple(max(a, b) for a, b in zip(prob.zf.shape[-2:], canvas))
     post = sample_posterior_slices(
-        den, prob.zf, torch.from_numpy(prob.mask), prob.project_for, group=prob.group or batch_slices or slices_per_batch(prob.zf.shape[-2:], dev),
-        progress=progress, n_samples=samples, steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]),
-        canvas=tuple(m.card.get("training", {}).get("image_size", (0, 0))),
+        den, prob.zf, torch.from_numpy(prob.mask), prob.project_for,
+        group=prob.group or batch_slices or slices_per_batch(work, dev), progress=progress, n_samples=samples,
+        steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]), canvas=canvas,
         keep_samples=save_samples, generator=gen,
     )
     mean, mag = post.mean.numpy(), post.mag_mean.numpy()
