@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--net", default="tiny", help="network size: tiny (shipped), small or base")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args()
@@ -40,8 +41,8 @@ def main() -> None:
                   TimeRemainingColumn()) as bar:
         task = bar.add_task("train", total=a.steps, loss=float("nan"))
         res = train(
-            "recon", training_files(a.data), a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, device=a.device,
-            resume=a.resume, name="recon-t1-flair-tiny",
+            "recon", training_files(a.data), a.out, net_size=a.net, steps=a.steps, batch_size=a.batch_size,
+            lr=a.lr, device=a.device, resume=a.resume, name=a.out.name,
             data_note="NiChart demo T1 + FLAIR, Subj1-12 (2 mm, real, magnitude; k-space simulated)",
             callback=lambda s: bar.update(task, completed=s.step, loss=s.losses[-1]),
         )
