@@ -1,4 +1,4 @@
-"""Fixtures for the io tests: tiny real images copied into tests/data/io (never read from ../shared)."""
+"""Fixtures for the io tests: tiny real images copied into tests/data/io (tests never read the shared data folder)."""
 
 from pathlib import Path
 
