@@ -1,7 +1,6 @@
 """The command line as a user meets it: help, info, and one clear line with exit code 2 for bad input,
 with nothing written."""
 
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from typer.testing import CliRunner
 
 from neurodiff.cli import app
 
-from .conftest import DATA, EXAMPLE
+from .conftest import EXAMPLE
 
 runner = CliRunner()
 

@@ -1,6 +1,5 @@
 """The documentation notebooks run end to end (with fewer samples and steps)."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -46,7 +46,6 @@ def ddim_invert(
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float) -> torch.Tensor:
     """Spherical interpolation between latents ``z0`` and ``z1`` ``(B, ...)``; ``alpha`` in [0, 1]."""
-    dims = tuple(range(1, z0.ndim))
     norm = z0.flatten(1).norm(dim=1) * z1.flatten(1).norm(dim=1)
     cos = ((z0 * z1).flatten(1).sum(1) / norm).reshape((-1,) + (1,) * (z0.ndim - 1))
     theta = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))

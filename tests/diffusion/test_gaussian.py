@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neurodiff.diffusion import (
-    Cond, Denoiser, NoiseSchedule, classifier_free, ddim_invert, elbo, ode_nll, sample_ddim, sample_ddpm,
+    Cond, Denoiser, classifier_free, ddim_invert, elbo, ode_nll, sample_ddim, sample_ddpm,
     sample_dpmpp_2m, slerp,
 )
 
