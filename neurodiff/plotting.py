@@ -29,12 +29,16 @@ def recon_panels(zerofilled: np.ndarray, recon: np.ndarray, uncertainty: np.ndar
     return fig
 
 
-def uncertainty_overlay(recon_img, uncertainty_img, title: str = "posterior std over the reconstruction"):
-    """nilearn overlay of an uncertainty map on the reconstruction (both Niimg-like); returns the display."""
-    from nilearn import plotting
+def uncertainty_overlay(recon_img, uncertainty_img, title: str = "posterior std over the reconstruction",
+                        percentile: float = 60.0):
+    """nilearn overlay of an uncertainty map on the reconstruction (both Niimg-like): voxels below the
+    ``percentile`` of the non-zero uncertainty are left transparent so the anatomy shows. Returns the display."""
+    from nilearn import image, plotting
 
+    data = image.get_data(uncertainty_img)
+    threshold = float(np.percentile(data[data > 0], percentile)) if np.any(data > 0) else None
     return plotting.plot_stat_map(uncertainty_img, bg_img=recon_img, display_mode="z", cut_coords=5,
-                                  cmap="inferno", threshold=None, colorbar=True, title=title, black_bg=True)
+                                  cmap="inferno", threshold=threshold, colorbar=True, title=title, black_bg=True)
 
 
 def error_vs_uncertainty(reference: np.ndarray, mean: np.ndarray, std: np.ndarray, bins: int = 20) -> Figure:
