@@ -123,8 +123,10 @@ def info() -> None:
 @handled
 def recon(
     input: Path = typer.Argument(..., help="Image NIfTI (2D/3D, magnitude or complex) to undersample "
-                                 "retrospectively, or measured k-space: .dat (Siemens twix), .h5 (fastMRI), .cfl (BART)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Output folder [default: the input's folder]."),
+                                 "retrospectively, or measured k-space: .dat (Siemens twix), .h5 (fastMRI), "
+                                 ".cfl (BART)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o",
+                                           help="Output folder [default: the input's folder]."),
     accel: Optional[float] = typer.Option(None, help="Acceleration of the simulated undersampling [default: 4 for "
                                           "images; none for k-space, whose own sampling is used]."),
     mask_type: MaskType = typer.Option(MaskType.random, help="random/equispaced: 1D phase-encode lines; poisson: 2D "
@@ -140,6 +142,8 @@ def recon(
     samples: int = typer.Option(8, help="Posterior samples (drawn as one batch); their spread is the uncertainty."),
     steps: int = typer.Option(20, help="Sampler steps per sample."),
     eta: float = typer.Option(1.0, help="Sampler stochasticity (1 = ancestral, keeps the posterior spread)."),
+    dc_weight: float = typer.Option(float("inf"), help="Data-consistency weight: inf keeps measured k-space exactly "
+                                    "(noiseless data); a finite value blends model and data for noisy data."),
     model: str = typer.Option("recon-t1-flair-tiny", help="Shipped model name or path to NAME.json/.safetensors."),
     device: Device = typer.Option(Device.auto, help="Compute device."),
     seed: int = typer.Option(0, help="Seed of the mask and the sampler: same seed, same output."),
@@ -166,7 +170,7 @@ def recon(
             res = reconstruct(
                 input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
                 center_fraction=center_fraction, mask=mask, pe_axis=pe_axis, slice_axis=slice_axis, slices=slices,
-                samples=samples, steps=steps, eta=eta, model=model, device=device.value, seed=seed,
+                samples=samples, steps=steps, eta=eta, dc_weight=dc_weight, model=model, device=device.value, seed=seed,
                 save_samples=save_samples, progress=update,
             )
         write(res, input, paths, outputs.tmp)
@@ -216,7 +220,7 @@ def train(
     if out.with_suffix(".json").exists() and not (force or resume):
         raise InputError(f"{out.with_suffix('.json')} exists; use --force to overwrite or --resume to continue")
     out.parent.mkdir(parents=True, exist_ok=True)
-    dev = "cuda" if device == Device.auto and torch.cuda.is_available() else ("cpu" if device == Device.auto else device.value)
+    dev = device.value if device != Device.auto else ("cuda" if torch.cuda.is_available() else "cpu")
     with _progress(quiet, "training") as update:
         res = run_train(kind, files, out, net_size=net, image_size=(size, size), steps=steps, batch_size=batch_size,
                         lr=lr, device=dev, seed=seed, resume=resume, callback=lambda s: update(s.step, steps))

@@ -10,6 +10,7 @@ Two kinds of input:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,8 @@ from ..errors import InputError
 from ..io import ImageRecord, load_image
 from ..io.bids import split_extension
 from ..mri import (
-    MultiCoil, check_mask, estimate_sensitivities, fft2c, hard_project, ifft2c, mask_from_kspace, multicoil_project,
-    read_kspace, sampling_mask,
+    MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, mask_from_kspace, multicoil_project,
+    read_kspace, sampling_mask, soft_project,
 )
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
 from ..mri.posterior import calibrated_std, sample_posterior_slices
@@ -134,7 +135,7 @@ class _Problem:
 
 def _image_problem(
     src: Path | nib.Nifti1Image, slice_axis: int, slices: str | None, mask_file: Path | None, accel: float,
-    mask_type: str, center_fraction: float, pe_axis: int, seed: int,
+    mask_type: str, center_fraction: float, pe_axis: int, seed: int, dc_weight: float,
 ) -> _Problem:
     data, record = load_image(src, ndim=(2, 3))
     if data.ndim == 2:
@@ -154,8 +155,11 @@ def _image_problem(
             else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
     y = fft2c(x) * torch.from_numpy(mask)
     mt = torch.from_numpy(mask)
-    return _Problem(ifft2c(y), mask, lambda a, b: lambda z: hard_project(z, y[a:b].to(z.device), mt), None,
-                    x.abs().numpy(), record, bool(np.iscomplexobj(data)), slice_axis)
+    def project_for(a: int, b: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda z: soft_project(z, y[a:b].to(z.device), mt, dc_weight)
+
+    return _Problem(ifft2c(y), mask, project_for, None, x.abs().numpy(), record, bool(np.iscomplexobj(data)),
+                    slice_axis)
 
 
 def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
@@ -165,7 +169,7 @@ def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
 
 def _kspace_problem(
     path: Path, mask_file: Path | None, accel: float | None, mask_type: str, center_fraction: float, pe_axis: int,
-    seed: int, slices: str | None,
+    seed: int, slices: str | None, dc_weight: float,
 ) -> _Problem:
     ks = read_kspace(path)
     data = torch.from_numpy(ks.data[parse_slices(slices, ks.data.shape[0])])  # (S, C, H, W)
@@ -186,13 +190,21 @@ def _kspace_problem(
     if c == 1:
         y = data[:, 0]
         zf = ifft2c(y)
-        project_for, group = (lambda a, b: lambda z: hard_project(z, y[a:b].to(z.device), mt)), None
+        group = None
+
+        def project_for(a: int, b: int) -> Callable[[torch.Tensor], torch.Tensor]:
+            return lambda z: soft_project(z, y[a:b].to(z.device), mt, dc_weight)
+
         if full is not None:
             reference = ifft2c(full[:, 0]).abs().numpy()
     else:
         sens = [estimate_sensitivities(d) for d in data]  # from each slice's calibration centre
         zf = torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, data)])
-        project_for, group = (lambda a, b: lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], steps=3)), 1
+        group = 1  # one slice per batch: each has its own sensitivities
+
+        def project_for(a: int, b: int) -> Callable[[torch.Tensor], torch.Tensor]:
+            return lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], steps=3)
+
         if full is not None:
             ones = torch.ones(hw, dtype=torch.bool)
             reference = torch.stack([MultiCoil(ones, s).A_adjoint(f) for s, f in zip(sens, full)]).abs().numpy()
@@ -218,6 +230,7 @@ def reconstruct(
     samples: int = 8,
     steps: int = 20,
     eta: float = 1.0,
+    dc_weight: float = math.inf,
     model: str | Path | Model = DEFAULT_MODEL,
     device: str = "auto",
     seed: int = 0,
@@ -245,6 +258,9 @@ def reconstruct(
         ``"A:B"`` subset of slices (outputs cover only these; the affine is shifted to match).
     samples, steps, eta
         Number of posterior samples (drawn as one batch per group of slices), DDIM steps and stochasticity.
+    dc_weight
+        Data-consistency weight on measured k-space (single coil): ``inf`` replaces it by the data (noiseless
+        data), a finite ``w`` blends ``(F x + w y) / (1 + w)`` for noisy data. Multi-coil data use a hard update.
     model
         Shipped model name, a user model path, or a loaded :class:`~neurodiff.weights.Model`.
     batch_slices
@@ -258,6 +274,8 @@ def reconstruct(
         raise InputError(f"--samples must be >= 1, got {samples}")
     if steps < 1 or steps > 1000:
         raise InputError(f"--steps must be in 1..1000, got {steps}")
+    if not dc_weight > 0:
+        raise InputError(f"--dc-weight must be > 0 (inf for hard data consistency), got {dc_weight}")
     if accel is not None and accel < 1:
         raise InputError(f"--accel must be >= 1, got {accel}")
     path = Path(src) if isinstance(src, (str, Path)) else None
@@ -270,10 +288,10 @@ def reconstruct(
     if use_kspace:
         if path is None:
             raise InputError("k-space input must be a file")
-        prob = _kspace_problem(path, mask_path, accel, mask_type, center_fraction, pe_axis, seed, slices)
+        prob = _kspace_problem(path, mask_path, accel, mask_type, center_fraction, pe_axis, seed, slices, dc_weight)
     else:
         prob = _image_problem(src if path is None else path, slice_axis, slices, mask_path,
-                              4.0 if accel is None else accel, mask_type, center_fraction, pe_axis, seed)
+                              4.0 if accel is None else accel, mask_type, center_fraction, pe_axis, seed, dc_weight)
     if not prob.mask.any():
         raise InputError("the sampling mask samples nothing")
     if not torch.any(prob.zf.abs() > 0):
@@ -317,8 +335,10 @@ def reconstruct(
     params = dict(accel=accel if use_kspace else (4.0 if accel is None else accel), mask_type=mask_type,
                   center_fraction=center_fraction, mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
+                  dc_weight=None if math.isinf(dc_weight) else dc_weight,
                   sampler="ddim", device=str(dev), model=m.name, model_version=m.card.get("version"),
-                  uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth, input_kind="kspace" if use_kspace else "image",
+                  uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,
+                  input_kind="kspace" if use_kspace else "image",
                   sampled_fraction=float(prob.mask.mean()))
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,
                        metrics, params, time.time() - t0)
