@@ -189,6 +189,8 @@ def recon(
 def train(
     kind: str = typer.Argument(..., help="recon (k-space reconstruction model) or image (unconditional slices)."),
     inputs: List[Path] = typer.Argument(..., help="3D NIfTI files, or folders of them."),
+    cond: Optional[List[Path]] = typer.Option(None, "--cond", help="kind image: a conditioning image (e.g. a mask) "
+                                              "per input file, same grid, repeated in the same order."),
     out: Path = typer.Option(..., "--out", "-o", help="Output stem: writes OUT.safetensors, OUT.json, OUT_loss.csv."),
     steps: int = typer.Option(5000, help="Optimiser steps."),
     batch_size: int = typer.Option(8, help="Slices per step."),
@@ -223,7 +225,8 @@ def train(
     dev = device.value if device != Device.auto else ("cuda" if torch.cuda.is_available() else "cpu")
     with _progress(quiet, "training") as update:
         res = run_train(kind, files, out, net_size=net, image_size=(size, size), steps=steps, batch_size=batch_size,
-                        lr=lr, device=dev, seed=seed, resume=resume, callback=lambda s: update(s.step, steps))
+                        lr=lr, device=dev, seed=seed, resume=resume, cond_inputs=cond or None,
+                        callback=lambda s: update(s.step, steps))
     if not quiet:
         typer.echo(f"wrote {res.weights} and {res.card} ({res.seconds / 60:.1f} min, final smoothed loss "
                    f"{res.losses['loss_smooth'].iloc[-1]:.4f})")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..diffusion import Cond
 from ..diffusion.training import Batch, TrainConfig, TrainState, fit
 from ..errors import InputError
 from ..io import load_image
@@ -33,37 +34,55 @@ class TrainResult:
     seconds: float
 
 
-def image_slices(paths: Sequence[Path], size: tuple[int, int], min_fraction: float = 0.08) -> list[np.ndarray]:
-    """Axial slices (last voxel axis) of 3D NIfTI files as float32 arrays in [0, ~1], with MONAI transforms:
-    intensity scaled by the volume's 0.5-99.5 percentiles, cropped to the foreground, resized so the longer
-    in-plane side fits ``size`` and padded to ``size``; slices with less than ``min_fraction`` foreground are
-    dropped."""
-    from monai.transforms import CropForeground, Resize, ResizeWithPadOrCrop, ScaleIntensityRangePercentiles
+def image_slices(
+    paths: Sequence[Path], size: tuple[int, int], cond_paths: Sequence[Path] | None = None, min_fraction: float = 0.08
+) -> list[np.ndarray]:
+    """Axial slices (last voxel axis) of 3D NIfTI files, with MONAI dictionary transforms: intensity scaled by the
+    volume's 0.5-99.5 percentiles to [0, ~1], cropped to the image's foreground, resized so the longer in-plane side
+    fits ``size`` and padded to ``size``; slices with less than ``min_fraction`` foreground are dropped.
 
-    scale = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)
-    crop = CropForeground(select_fn=lambda x: x > 0.05, allow_smaller=True)
-    shrink = Resize(max(size), size_mode="longest", mode="area")
-    fit_size = ResizeWithPadOrCrop(size)
+    Returns ``(C, *size)`` float32 arrays: channel 0 the image, then (if ``cond_paths``, one per image, same grid)
+    the conditioning image with the same crop, resized with nearest neighbours and not rescaled (e.g. a mask).
+    """
+    from monai.transforms import Compose, CropForegroundd, Resized, ResizeWithPadOrCropd, ScaleIntensityRangePercentilesd
+
+    keys = ["image", "cond"] if cond_paths else ["image"]
+    prep = Compose([
+        ScaleIntensityRangePercentilesd("image", 0.5, 99.5, 0.0, 1.0, clip=True),
+        CropForegroundd(keys, source_key="image", select_fn=lambda x: x > 0.05, allow_smaller=True),
+    ])
+    fit = Compose([
+        Resized(keys, max(size), size_mode="longest", mode=["area", "nearest"][: len(keys)]),
+        ResizeWithPadOrCropd(keys, size),
+    ])
     out = []
-    for p in paths:
+    for i, p in enumerate(paths):
         vol, _ = load_image(p, ndim=(3,))
-        v = crop(scale(torch.from_numpy(vol)[None]))[0]
-        for k in range(v.shape[-1]):
-            s = v[..., k]
-            if float((s > 0.1).float().mean()) >= min_fraction:
-                out.append(fit_size(shrink(s[None]))[0].numpy().astype(np.float32))
+        d = {"image": torch.from_numpy(vol)[None]}
+        if cond_paths:
+            c, _ = load_image(cond_paths[i], ndim=(3,), name="conditioning image")
+            if c.shape != vol.shape:
+                raise InputError(f"conditioning image {cond_paths[i]} has shape {c.shape}, its image {p} {vol.shape}")
+            d["cond"] = torch.from_numpy(c)[None]
+        d = prep(d)
+        for k in range(d["image"].shape[-1]):
+            s = {key: d[key][..., k] for key in keys}
+            if float((s["image"] > 0.1).float().mean()) >= min_fraction:
+                s = fit(s)
+                out.append(torch.cat([s[key] for key in keys]).numpy().astype(np.float32))
     return out
 
 
 def _image_batches(slices: list[np.ndarray], batch_size: int, seed: int, device: str) -> Iterator[Batch]:
     rng = np.random.default_rng(seed)
-    data = torch.from_numpy(np.stack(slices))[:, None] * 2 - 1  # [-1, 1]
+    data = torch.from_numpy(np.stack(slices))  # (N, C, H, W): image, then conditioning channels
     while True:
         idx = torch.from_numpy(rng.integers(len(data), size=batch_size))
         x = data[idx]
         flip = torch.from_numpy(rng.random(batch_size) < 0.5)
         x = torch.where(flip[:, None, None, None], x.flip(-2), x)  # left-right flip
-        yield Batch(x.to(device))
+        cond = Cond(image=x[:, 1:].to(device)) if x.shape[1] > 1 else None
+        yield Batch((x[:, :1] * 2 - 1).to(device), cond)  # image in [-1, 1]
 
 
 def train(
@@ -81,11 +100,13 @@ def train(
     resume: bool = False,
     name: str | None = None,
     data_note: str = "",
+    cond_inputs: Sequence[Path] | None = None,
     callback: Callable[[TrainState], None] | None = None,
 ) -> TrainResult:
     """Train a ``kind`` model on ``inputs`` and write ``out.safetensors`` + ``out.json`` (+ ``out_loss.csv``).
 
-    A checkpoint ``out.ckpt`` is written during training; ``resume=True`` continues from it.
+    A checkpoint ``out.ckpt`` is written during training; ``resume=True`` continues from it. ``cond_inputs`` (kind
+    ``image`` only): one conditioning image per input, on its grid, concatenated to the network input.
     """
     if kind not in KINDS:
         raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -94,7 +115,9 @@ def train(
     if any(s % divisor(net_size) for s in image_size):
         raise InputError(f"image size {image_size} must be a multiple of {divisor(net_size)} for a {net_size} net")
     t0 = time.time()
-    slices = image_slices(inputs, image_size) if kind == "image" else None
+    if cond_inputs and (kind != "image" or len(cond_inputs) != len(inputs)):
+        raise InputError("conditioning images need kind 'image' and exactly one per training image")
+    slices = image_slices(inputs, image_size, cond_inputs) if kind == "image" else None
     if kind == "recon":
         from ..mri.recon_data import foreground_slices, recon_batches
 
@@ -107,10 +130,13 @@ def train(
                 "channels": ["real", "imaginary"], "condition": ["zero-filled real", "zero-filled imaginary", "mask"]}
     else:
         batches = _image_batches(slices, batch_size, seed, device)
-        arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=1, out_channels=1)
+        n_cond = slices[0].shape[0] - 1 if slices else 0
+        arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=1 + n_cond,
+                    out_channels=1)
         prediction = "eps"
         norm = {"method": "per-volume 0.5-99.5 percentile range to [-1, 1], foreground-cropped, padded",
-                "image_size": list(image_size)}
+                "image_size": list(image_size),
+                "condition": "conditioning image as given (nearest-neighbour resized), concatenated" if n_cond else None}
     if not slices:
         raise InputError("the training images contain no slices with enough foreground")
     card = {
