@@ -28,7 +28,7 @@ from ..mri import (
     read_kspace, sampling_mask, soft_project,
 )
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
-from ..mri.posterior import calibrated_std, sample_posterior_slices
+from ..mri.posterior import Projection, calibrated_std, sample_posterior_slices
 from ..nets import divisor
 from ..weights import Model, load_model
 
@@ -125,7 +125,7 @@ class _Problem:
 
     zf: torch.Tensor  # (S, H, W) complex
     mask: np.ndarray  # (H, W) bool
-    project_for: Callable[[int, int], Callable[[torch.Tensor], torch.Tensor]]  # slices a:b -> data consistency
+    project_for: Callable[[int, int], Projection]  # slices a:b -> their data consistency
     group: int | None  # slices per batch the projection allows (None: any)
     reference: np.ndarray | None  # (S, H, W) magnitude, fully sampled
     record: ImageRecord
@@ -154,12 +154,14 @@ def _image_problem(
     mask = (_load_mask(mask_file, hw, slice_axis) if mask_file is not None
             else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
     y = fft2c(x) * torch.from_numpy(mask)
-    mt = torch.from_numpy(mask)
-    def project_for(a: int, b: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda z: soft_project(z, y[a:b].to(z.device), mt, dc_weight)
+    return _Problem(ifft2c(y), mask, _single_coil(y, mask, dc_weight), None, x.abs().numpy(), record,
+                    bool(np.iscomplexobj(data)), slice_axis)
 
-    return _Problem(ifft2c(y), mask, project_for, None, x.abs().numpy(), record, bool(np.iscomplexobj(data)),
-                    slice_axis)
+
+def _single_coil(y: torch.Tensor, mask: np.ndarray, dc_weight: float) -> Callable[[int, int], Projection]:
+    """Data consistency of slices ``a:b`` of single-coil k-space ``y`` ``(S, H, W)``."""
+    mt = torch.from_numpy(mask)
+    return lambda a, b: lambda z: soft_project(z, y[a:b].to(z.device), mt, dc_weight)
 
 
 def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
@@ -188,13 +190,8 @@ def _kspace_problem(
     mt = torch.from_numpy(mask)
     c = data.shape[1]
     if c == 1:
-        y = data[:, 0]
-        zf = ifft2c(y)
-        group = None
-
-        def project_for(a: int, b: int) -> Callable[[torch.Tensor], torch.Tensor]:
-            return lambda z: soft_project(z, y[a:b].to(z.device), mt, dc_weight)
-
+        zf, group = ifft2c(data[:, 0]), None
+        project_for = _single_coil(data[:, 0], mask, dc_weight)
         if full is not None:
             reference = ifft2c(full[:, 0]).abs().numpy()
     else:
@@ -202,7 +199,7 @@ def _kspace_problem(
         zf = torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, data)])
         group = 1  # one slice per batch: each has its own sensitivities
 
-        def project_for(a: int, b: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def project_for(a: int, b: int) -> Projection:
             return lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], steps=3)
 
         if full is not None:
