@@ -130,6 +130,7 @@ def sample_posterior_slices(
     project_for: Callable[[int, int], Projection],
     *,
     group: int = 8,
+    steps: int = 20,
     progress: Callable[[int, int], None] | None = None,
     **kwargs,
 ) -> Posterior:
@@ -139,14 +140,14 @@ def sample_posterior_slices(
     evaluations; other keyword arguments go to :func:`sample_posterior`.
     """
     s_total = zf.shape[0]
-    steps = kwargs.get("steps", 20)
     total = steps * -(-s_total // group)
     parts = []
     for a in range(0, s_total, group):
         b = min(a + group, s_total)
         base = steps * (a // group)
         tick = None if progress is None else (lambda calls, base=base: progress(base + calls, total))
-        parts.append(sample_posterior(denoiser, zf[a:b], mask, project_for(a, b), callback=tick, **kwargs))
+        parts.append(sample_posterior(denoiser, zf[a:b], mask, project_for(a, b), steps=steps, callback=tick,
+                                      **kwargs))
     keep = parts[0].samples is not None
     return Posterior(
         torch.cat([p.mean for p in parts]), torch.cat([p.mag_mean for p in parts]),
