@@ -7,6 +7,7 @@ traceback is shown unless ``NEURODIFF_DEBUG=1``.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from enum import Enum
@@ -105,7 +106,7 @@ def info() -> None:
     import monai
     import torch
 
-    from .weights import load_model, shipped_models
+    from .weights import MODELS_DIR, shipped_models
 
     typer.echo(f"neurodiff {__version__}")
     typer.echo(f"python    {sys.version.split()[0]}")
@@ -115,7 +116,7 @@ def info() -> None:
     typer.echo(f"device    {dev}")
     typer.echo("models:")
     for name in shipped_models():
-        card = load_model(name).card
+        card = json.loads((MODELS_DIR / f"{name}.json").read_text())
         typer.echo(f"  {name:24s} {card.get('task', '')}: {card['training'].get('data', '')}")
 
 
