@@ -20,11 +20,12 @@ from . import __version__
 from .errors import InputError, NeurodiffError
 
 app = typer.Typer(
-    help="Diffusion models for neuroimaging: MRI reconstruction with uncertainty, model training and more.\n\n"
+    help="Diffusion models for neuroimaging: MRI reconstruction with uncertainty, anomaly detection, model training and more.\n\n"
     "Outputs are NIfTI files with the input's geometry and BIDS-derivative names, each with a JSON sidecar.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts use [default: ...] literally
 )
 
 
@@ -188,15 +189,22 @@ def recon(
 @app.command()
 @handled
 def train(
-    kind: str = typer.Argument(..., help="recon (k-space reconstruction model) or image (unconditional slices)."),
+    kind: str = typer.Argument(..., help="recon (k-space reconstruction model), image (unconditional slices) or "
+                               "anomaly (healthy brain slices at 2 mm, for `neurodiff anomaly`)."),
     inputs: List[Path] = typer.Argument(..., help="3D NIfTI files, or folders of them."),
     cond: Optional[List[Path]] = typer.Option(None, "--cond", help="kind image: a conditioning image (e.g. a mask) "
                                               "per input file, same grid, repeated in the same order."),
+    brain_mask: Optional[List[Path]] = typer.Option(None, "--brain-mask", help="kind anomaly: a brain mask per "
+                                                    "input file (any grid), in the same order [default: computed]."),
+    lesion_mask: Optional[List[Path]] = typer.Option(None, "--lesion-mask", help="kind anomaly: a lesion mask per "
+                                                     "input file, left out of the loss."),
+    contrast: Optional[str] = typer.Option(None, help="kind anomaly: the contrast, recorded in the model card."),
     out: Path = typer.Option(..., "--out", "-o", help="Output stem: writes OUT.safetensors, OUT.json, OUT_loss.csv."),
     steps: int = typer.Option(5000, help="Optimiser steps."),
     batch_size: int = typer.Option(8, help="Slices per step."),
     lr: float = typer.Option(5e-4, help="Peak learning rate (warm-up, then cosine decay)."),
-    size: int = typer.Option(128, help="Slices are padded/cropped to SIZE x SIZE (a multiple of 8)."),
+    size: Optional[int] = typer.Option(None, help="Slices are padded/cropped to SIZE x SIZE (a multiple of 8) "
+                                       "[default: 128; 96 for kind anomaly]."),
     net: str = typer.Option("tiny", help="Network size: tiny, small or base."),
     device: Device = typer.Option(Device.auto, help="Compute device."),
     seed: int = typer.Option(0, help="Seed."),
@@ -206,7 +214,8 @@ def train(
 ) -> None:
     """Train a diffusion model on your own NIfTI images (2D slices along the last voxel axis).
 
-    Use the result with `neurodiff recon --model OUT`. Multi-GPU: launch with `torchrun --nproc-per-node N -m
+    Use the result with `neurodiff recon --model OUT` (kind recon) or, after `neurodiff anomaly calibrate`, with
+    `neurodiff anomaly --model` (kind anomaly). Multi-GPU: launch with `torchrun --nproc-per-node N -m
     neurodiff.cli train ...`.
     """
     import torch
@@ -224,13 +233,95 @@ def train(
         raise InputError(f"{out.with_suffix('.json')} exists; use --force to overwrite or --resume to continue")
     out.parent.mkdir(parents=True, exist_ok=True)
     dev = device.value if device != Device.auto else ("cuda" if torch.cuda.is_available() else "cpu")
+    size = size or (96 if kind == "anomaly" else 128)
     with _progress(quiet, "training") as update:
         res = run_train(kind, files, out, net_size=net, image_size=(size, size), steps=steps, batch_size=batch_size,
                         lr=lr, device=dev, seed=seed, resume=resume, cond_inputs=cond or None,
+                        brain_masks=brain_mask or None, lesion_masks=lesion_mask or None, contrast=contrast,
                         callback=lambda s: update(s.step, steps))
     if not quiet:
         typer.echo(f"wrote {res.weights} and {res.card} ({res.seconds / 60:.1f} min, final smoothed loss "
                    f"{res.losses['loss_smooth'].iloc[-1]:.4f})")
+
+
+class Contrast(str, Enum):
+    flair = "flair"
+    t1 = "t1"
+
+
+class Method(str, Enum):
+    elbo = "elbo"
+    recon = "recon"
+
+
+@app.command()
+@handled
+def anomaly(
+    inputs: List[Path] = typer.Argument(..., help="3D scans to score; or the word `calibrate` followed by healthy "
+                                        "reference scans."),
+    contrast: Optional[Contrast] = typer.Option(None, help="Picks the shipped model [default: from the file name's "
+                                                "BIDS suffix, _FLAIR or _T1w]."),
+    model: Optional[str] = typer.Option(None, help="Anomaly model: shipped name or path to NAME.json (e.g. one made "
+                                        "by `calibrate`)."),
+    brain_mask: Optional[List[Path]] = typer.Option(None, "--brain-mask", help="Brain mask per scan (any grid "
+                                                    "overlapping it), repeated in the order of the scans [default: "
+                                                    "computed; a heuristic for scans with skull]."),
+    lesion_mask: Optional[List[Path]] = typer.Option(None, "--lesion-mask", help="calibrate: known lesions per "
+                                                     "reference scan, left out of the healthy statistics."),
+    fpr: float = typer.Option(0.01, help="Voxel false-positive rate on healthy reference brains at which the "
+                              "anomaly mask is thresholded."),
+    method: Optional[Method] = typer.Option(None, help="elbo (likelihood terms) or recon (partial-noising "
+                                            "reconstruction error) [default: the model's best on its benchmark]."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Output folder [default: the scan's folder]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="calibrate: output model stem (writes OUT.json and "
+                                       "OUT.safetensors)."),
+    device: Device = typer.Option(Device.auto, help="Compute device."),
+    seed: int = typer.Option(0, help="Seed of the noise draws: same seed, same output."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Find what a model of healthy brains finds improbable: a per-voxel anomaly map of a FLAIR or T1 scan.
+
+    Writes <stem>_desc-anomaly (score in healthy-reference standard deviations), _desc-anomalymask (score above the
+    threshold calibrated to --fpr) on the scan's grid, _desc-anomaly.json, and adds the scan's row to
+    anomaly_scores.tsv (scan score and its percentile among healthy reference scans) and its slices to
+    anomaly_slices.tsv in the output folder.
+
+    `neurodiff anomaly calibrate REF_SCANS... --contrast flair --out site-flair` builds the healthy reference for a
+    new site or protocol and stores it with a copy of the model; use it with `--model site-flair`.
+    """
+    from .io import OutputSet
+    from .tasks.anomaly import calibrate, detect, output_paths, write
+
+    for p in inputs[1:] if inputs[0] == Path("calibrate") else inputs:
+        if not p.exists():
+            raise InputError(f"input file not found: {p}")
+    if brain_mask and len(brain_mask) != len(inputs) - (inputs[0] == Path("calibrate")):
+        raise InputError(f"give one --brain-mask per scan ({len(inputs)}), got {len(brain_mask)}")
+    if inputs[0] == Path("calibrate"):
+        if out is None:
+            raise InputError("calibrate needs --out STEM for the calibrated model")
+        if out.with_suffix(".json").exists() and not force:
+            raise InputError(f"{out.with_suffix('.json')} exists; use --force to overwrite")
+        with _progress(quiet, "reference") as update:
+            card = calibrate(inputs[1:], out, contrast=contrast and contrast.value, model=model,
+                             brain_masks=brain_mask, lesion_masks=lesion_mask, device=device.value, seed=seed,
+                             progress=update)
+        if not quiet:
+            typer.echo(f"wrote {card} and {card.with_suffix('.safetensors')}; use it with --model {out}")
+        return
+    for i, scan in enumerate(inputs):
+        paths = output_paths(scan, out_dir)
+        with OutputSet(list(paths.values()), force=force) as outputs:
+            with _progress(quiet, f"scoring {scan.name}") as update:
+                res = detect(scan, contrast=contrast and contrast.value, model=model,
+                             brain_mask=brain_mask[i] if brain_mask else None, fpr=fpr,
+                             method=method and method.value, device=device.value, seed=seed, progress=update)
+            write(res, scan, paths, outputs.tmp)
+        if not quiet:
+            typer.echo(f"{scan}: score {res.image_score:.2f} ({res.image_percentile:.0f}th percentile of healthy "
+                       f"reference scans), {int(res.mask.sum())} voxels above {res.threshold:.2f} (fpr {fpr}) "
+                       f"in {res.seconds:.1f} s; outputs in {paths['anomaly'].parent}")
 
 
 def main() -> None:

@@ -57,6 +57,20 @@ def _chain(T: int, stride: int) -> torch.Tensor:
     return torch.tensor(sorted(set(range(0, T, stride)) | {T - 1}), dtype=torch.long)
 
 
+def _term(err: torch.Tensor, a_t: float, a_s: float | None, data_var: float) -> torch.Tensor:
+    """Per-voxel negative-ELBO term from the squared x0 error ``err``: the KL of the reverse step from ``abar = a_t``
+    to ``a_s`` (Analytic-DPM variances, see :func:`elbo`), or the Gaussian decoder when ``a_s`` is None."""
+    sig2 = (1 - a_t) / a_t
+    x0_var = data_var * sig2 / (data_var + sig2)
+    if a_s is None:
+        return 0.5 * math.log(2 * math.pi * x0_var) + err / (2 * x0_var)
+    beta = 1 - a_t / a_s
+    coef2 = a_s * beta**2 / (1 - a_t) ** 2
+    var_q = (1 - a_s) / (1 - a_t) * beta
+    var_p = var_q + coef2 * x0_var
+    return 0.5 * (math.log(var_p / var_q) + (var_q + coef2 * err) / var_p - 1)
+
+
 @torch.no_grad()
 def elbo(
     denoiser: Denoiser,
@@ -105,24 +119,57 @@ def elbo(
         x0_hat = denoiser(x_t, t, None if cond is None else Cond.concat(*[cond] * len(idx))).x0
         sq = (xr - x0_hat) ** 2
         for j, k in enumerate(idx):
-            err = sq[j * b:(j + 1) * b]
-            a_t = float(ac[ts[k]])
-            sig2 = (1 - a_t) / a_t
-            x0_var = data_var * sig2 / (data_var + sig2)
-            if k == 0:  # Gaussian decoder
-                per = 0.5 * math.log(2 * math.pi * x0_var) + err / (2 * x0_var)
-            else:
-                a_s = float(ac[ts[k - 1]])
-                beta = 1 - a_t / a_s
-                coef2 = a_s * beta**2 / (1 - a_t) ** 2
-                var_q = (1 - a_s) / (1 - a_t) * beta
-                var_p = var_q + coef2 * x0_var
-                per = 0.5 * (math.log(var_p / var_q) + (var_q + coef2 * err) / var_p - 1)
+            per = _term(sq[j * b:(j + 1) * b], float(ac[ts[k]]), None if k == 0 else float(ac[ts[k - 1]]), data_var)
             voxel += per
             terms[:, k] = per.sum(dims)
     a_T = float(ac[-1])
     prior_vox = 0.5 * (a_T * x0**2 + (1 - a_T) - 1 - math.log(1 - a_T))
     return ELBO(ts, terms, prior_vox.sum(dims), voxel + prior_vox)
+
+
+@torch.no_grad()
+def voxel_terms(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    timesteps: list[int],
+    *,
+    stride: int = 1,
+    draws: int = 1,
+    cond: Cond | None = None,
+    data_var: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen per-voxel terms of the negative ELBO of ``x0`` ``(B, C, *spatial)``, averaged over ``draws`` noise draws.
+
+    Term ``k`` is the KL of the reverse step from ``timesteps[k]`` to ``timesteps[k] - stride`` of the
+    ``stride``-strided chain (the decoder term for timestep 0), exactly as in :func:`elbo`, so the sum over all
+    chain steps is the per-voxel negative ELBO. Scoring only a range of noise levels (anomaly detection) needs
+    these terms one by one.
+
+    Returns
+    -------
+    terms
+        ``(K, B, C, *spatial)`` nats per voxel.
+    residual
+        ``(K, B, C, *spatial)`` mean of ``x0 - x0_hat(x_t)`` over the draws: the sign of the error (brighter or darker
+        than the model expects), in the model's units.
+    """
+    sched = denoiser.schedule
+    ac = sched.alphas_cumprod
+    b = x0.shape[0]
+    terms = torch.zeros((len(timesteps),) + x0.shape, dtype=x0.dtype, device=x0.device)
+    resid = torch.zeros_like(terms)
+    xr = x0.repeat(len(timesteps), *([1] * (x0.ndim - 1)))
+    t = torch.tensor(timesteps, device=x0.device).repeat_interleave(b)
+    c = None if cond is None else Cond.concat(*[cond] * len(timesteps))
+    for _ in range(draws):
+        eps = torch.randn(xr.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        r = (xr - denoiser(sched.q_sample(xr, t, eps), t, c).x0).reshape(terms.shape)
+        for k, tk in enumerate(timesteps):
+            a_s = None if tk == 0 else float(ac[max(tk - stride, 0)])
+            terms[k] += _term(r[k] ** 2, float(ac[tk]), a_s, data_var) / draws
+        resid += r / draws
+    return terms, resid
 
 
 def ode_nll(

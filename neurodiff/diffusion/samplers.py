@@ -42,9 +42,10 @@ def predict(
     return Prediction(denoiser.schedule.eps_from_x0(x_t, t, x0), x0)
 
 
-def timestep_pairs(denoiser: Denoiser, steps: int) -> list[tuple[int, int]]:
-    """``(t, next t)`` pairs of a ``steps``-step run; the last next is -1 (clean data)."""
-    ts = denoiser.schedule.timesteps(steps).tolist()
+def timestep_pairs(denoiser: Denoiser, steps: int, start: int | None = None) -> list[tuple[int, int]]:
+    """``(t, next t)`` pairs of a ``steps``-step run from ``start`` (default ``T-1``); the last next is -1 (clean
+    data)."""
+    ts = denoiser.schedule.timesteps(steps, start).tolist()
     return list(zip(ts, ts[1:] + [-1]))
 
 
@@ -65,13 +66,17 @@ def sample_ddim(
     consistency: Consistency | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    start: int | None = None,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021): ``eta = 0`` deterministic, ``eta = 1`` ancestral (DDPM-like) noise.
+
+    ``start`` begins the run at that timestep with ``x_T`` a noised image ``x_start`` (partial denoising, as in
+    SDEdit and reconstruction-based anomaly detection) instead of pure noise at ``T-1``.
 
     Returns the sample ``(B, C, *spatial)`` in the model's normalised units.
     """
     x = x_T
-    for i, (t, s) in enumerate(timestep_pairs(denoiser, steps)):
+    for i, (t, s) in enumerate(timestep_pairs(denoiser, steps, start)):
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         pred = predict(denoiser, x, tt, cond, guidance, consistency)
         a_t, a_s = abar_at(denoiser, t), abar_at(denoiser, s)

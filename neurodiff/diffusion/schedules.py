@@ -97,8 +97,10 @@ class NoiseSchedule:
         sa, sb = a.sqrt(), (1 - a).sqrt()
         return sa * x_t - sb * v, sb * x_t + sa * v
 
-    def timesteps(self, n: int) -> torch.Tensor:
-        """``n`` evenly spaced timesteps from ``T-1`` down to ``0`` (int64), for few-step samplers."""
-        if not 1 <= n <= self.steps:
-            raise ValueError(f"steps must be in 1..{self.steps}, got {n}")
-        return torch.linspace(self.steps - 1, 0, n, dtype=torch.float64).round().long()
+    def timesteps(self, n: int, start: int | None = None) -> torch.Tensor:
+        """``n`` evenly spaced timesteps from ``start`` (default ``T-1``) down to ``0`` (int64), for few-step
+        samplers."""
+        start = self.steps - 1 if start is None else start
+        if not 1 <= n <= start + 1:
+            raise ValueError(f"steps must be in 1..{start + 1}, got {n}")
+        return torch.linspace(start, 0, n, dtype=torch.float64).round().long()

@@ -157,6 +157,16 @@ def load_image(
     return data, record
 
 
+def load_nifti(src: str | Path | nib.Nifti1Image, *, name: str = "input", ndim: tuple[int, ...] = (3,)
+               ) -> nib.Nifti1Image:
+    """A validated image (as :func:`load_image`) as an in-memory float32 ``Nifti1Image`` with the file's affine.
+
+    For code that resamples between grids (nibabel.processing) rather than writing outputs like the input.
+    """
+    data, record = load_image(src, ndim=ndim, name=name)
+    return nib.Nifti1Image(data, record.affine)
+
+
 def save_like(
     data: npt.ArrayLike,
     record: ImageRecord,

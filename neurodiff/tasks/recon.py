@@ -31,6 +31,7 @@ from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
 from ..mri.posterior import Projection, calibrated_std, sample_posterior_slices
 from ..nets import divisor
 from ..weights import Model, load_model
+from .common import resolve_device
 
 DEFAULT_MODEL = "recon-t1-flair-tiny"
 KSPACE_EXTENSIONS = (".dat", ".h5", ".cfl", ".hdr")
@@ -94,14 +95,6 @@ def slices_per_batch(shape: tuple[int, int], device: torch.device) -> int:
     """Default number of slices per network batch for slices of ``shape`` ``(H, W)`` on ``device``."""
     budget = (128 if device.type == "cuda" else 1) * 128 * 128  # on a CPU small batches run fastest per sample
     return max(1, budget // (shape[0] * shape[1]))
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
 
 
 def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int) -> np.ndarray:
@@ -293,7 +286,7 @@ def reconstruct(
         raise InputError("the sampling mask samples nothing")
     if not torch.any(prob.zf.abs() > 0):
         raise InputError("the measured k-space is all zero: there is nothing to reconstruct")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     m = model if isinstance(model, Model) else load_model(model, dev)
     den = m.denoiser.to(dev)
     cal = m.card.get("calibration", {})

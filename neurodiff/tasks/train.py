@@ -1,5 +1,6 @@
 """Train a model from NIfTI files: ``kind="recon"`` (k-space reconstruction model, conditioned on simulated
-undersampling) or ``kind="image"`` (unconditional model of slices)."""
+undersampling), ``kind="image"`` (unconditional model of slices) or ``kind="anomaly"`` (unconditional model of
+healthy brain slices on a fixed voxel grid, known lesions left out of the loss)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ import torch
 from ..diffusion import Cond
 from ..diffusion.training import Batch, TrainConfig, TrainState, fit
 from ..errors import InputError
-from ..io import load_image
+from ..io import load_image, load_nifti
 from ..nets import divisor
 from ..weights import build_denoiser, save_model
 
-KINDS = ("recon", "image")
+KINDS = ("recon", "image", "anomaly")
 
 
 @dataclass
@@ -101,12 +102,18 @@ def train(
     name: str | None = None,
     data_note: str = "",
     cond_inputs: Sequence[Path] | None = None,
+    brain_masks: Sequence[Path | None] | None = None,
+    lesion_masks: Sequence[Path | None] | None = None,
+    contrast: str | None = None,
+    voxel_mm: float = 2.0,
     callback: Callable[[TrainState], None] | None = None,
 ) -> TrainResult:
     """Train a ``kind`` model on ``inputs`` and write ``out.safetensors`` + ``out.json`` (+ ``out_loss.csv``).
 
     A checkpoint ``out.ckpt`` is written during training; ``resume=True`` continues from it. ``cond_inputs`` (kind
     ``image`` only): one conditioning image per input, on its grid, concatenated to the network input.
+    ``brain_masks`` / ``lesion_masks`` (kind ``anomaly`` only): one per input, any grid overlapping it; brain masks
+    are computed when absent, lesions are excluded from the loss.
     """
     if kind not in KINDS:
         raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -118,7 +125,25 @@ def train(
     if cond_inputs and (kind != "image" or len(cond_inputs) != len(inputs)):
         raise InputError("conditioning images need kind 'image' and exactly one per training image")
     slices = image_slices(inputs, image_size, cond_inputs) if kind == "image" else None
-    if kind == "recon":
+    for extra, label in ((brain_masks, "brain masks"), (lesion_masks, "lesion masks")):
+        if extra and (kind != "anomaly" or len(extra) != len(inputs)):
+            raise InputError(f"{label} need kind 'anomaly' and exactly one per training image")
+    if kind == "anomaly":
+        from ..anomaly.data import anomaly_batches, training_slices
+
+        def masks(paths: Sequence[Path | None] | None) -> list:
+            return [None if p is None else load_nifti(p, name="mask") for p in paths] if paths else [None] * len(inputs)
+
+        x, healthy = training_slices([load_nifti(p) for p in inputs], masks(brain_masks), masks(lesion_masks),
+                                     voxel_mm=voxel_mm, canvas=image_size)
+        slices = list(x)
+        batches = anomaly_batches(x, healthy, batch_size=batch_size, seed=seed, device=device)
+        arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=1, out_channels=1)
+        prediction = "v"
+        norm = {"method": "resampled to voxel_mm (RAS+), divided by the median inside the brain, minus 1; "
+                "-1 outside the brain; axial slices centred on the brain on a canvas",
+                "voxel_mm": voxel_mm, "canvas": list(image_size), "contrast": contrast}
+    elif kind == "recon":
         from ..mri.recon_data import foreground_slices, recon_batches
 
         slices = [s for p in inputs for s in foreground_slices(load_image(p, ndim=(3,))[0])]

@@ -7,7 +7,7 @@ import torch
 
 from neurodiff.diffusion import (
     Cond, Denoiser, classifier_free, ddim_invert, elbo, ode_nll, sample_ddim, sample_ddpm,
-    sample_dpmpp_2m, slerp,
+    sample_dpmpp_2m, slerp, voxel_terms,
 )
 
 from .conftest import MEAN, STD, GaussianEps
@@ -84,3 +84,32 @@ def test_slerp_endpoints_and_norm():
     assert torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
     mid = slerp(a, b, 0.5)
     assert abs(mid.norm().item() / a.norm().item() - 1) < 0.2
+
+
+
+def test_voxel_terms_are_the_elbo_terms(gaussian):
+    """Per-voxel terms at the steps of a strided chain, summed over voxels, are :func:`elbo`'s terms (in
+    expectation: both are Monte-Carlo estimates)."""
+    g = torch.Generator().manual_seed(3)
+    x = MEAN + STD * torch.randn(256, 1, 3, 4, generator=g, dtype=torch.float64)
+    chain = list(range(0, 1000, 50))
+    terms, resid = voxel_terms(gaussian, x, chain, stride=50, draws=2, data_var=STD**2, generator=g)
+    assert terms.shape == resid.shape == (len(chain),) + x.shape
+    ref = elbo(gaussian, x, stride=50, data_var=STD**2, generator=g)
+    diff = terms.flatten(2).sum((0, 2)) - ref.terms[:, : len(chain)].sum(1)
+    assert abs(diff.mean().item()) < 3 * diff.std().item() / math.sqrt(len(x)) + 1e-9
+    # the exact denoiser's residual is small at low noise; at high noise it is x - E[x] (the sign of the deviation)
+    assert resid[0].abs().mean() < resid[-1].abs().mean()
+    assert torch.corrcoef(torch.stack([resid[-1].flatten(), (x - MEAN).flatten()]))[0, 1] > 0.95
+
+
+def test_partial_ddim_from_a_noised_image_keeps_it_close(gaussian):
+    """DDIM started at a low noise level (start=t) returns near the original image, far less so from high noise."""
+    g = torch.Generator().manual_seed(4)
+    x = MEAN + STD * torch.randn(512, 1, 2, 2, generator=g, dtype=torch.float64)
+    err = []
+    for t in (50, 600):
+        tt = torch.full((len(x),), t)
+        x_t = gaussian.schedule.q_sample(x, tt, torch.randn(x.shape, generator=g, dtype=x.dtype))
+        err.append((sample_ddim(gaussian, x_t, 10, start=t) - x).pow(2).mean().item())
+    assert err[0] < 0.1 * STD**2 < err[1]

@@ -1,0 +1,194 @@
+"""Per-voxel anomaly scores from a diffusion model of healthy anatomy, normalised against a healthy reference.
+
+Two scores, each a stack of maps over noise levels ``t``:
+
+- ``elbo``: the per-voxel terms of the negative ELBO at those levels (how many nats the model pays to explain each
+  voxel at that noise level), averaged over noise draws.
+- ``recon``: the squared error of a partial-noising-then-denoising reconstruction started at each level (Graham et
+  al. 2023), a deterministic DDIM run back to ``t = 0``.
+
+Raw terms are not comparable across levels and are known to mislead (simple regions look likely, Nalisnick et al.
+2019). Each level is therefore z-scored against the same level's values in healthy reference voxels, the levels
+are averaged, and the result is in units of healthy standard deviations. ``polarity="hyper"`` counts only voxels
+brighter than the model expects (hyperintense lesions on FLAIR), ``"hypo"`` darker, ``"both"`` either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..diffusion import Denoiser, sample_ddim, voxel_terms
+
+METHODS = ("elbo", "recon")
+POLARITIES = ("both", "hyper", "hypo")
+FPRS = np.logspace(-4, -0.5, 36)  # voxel false-positive rates at which healthy-score quantiles are stored
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How raw level maps are computed (part of a stored reference: change it and the reference is invalid)."""
+
+    method: str = "elbo"
+    levels: tuple[int, ...] = (25, 50, 100, 150, 200, 300, 400, 600)
+    draws: int = 2
+    recon_steps_per_100: int = 2
+    polarity: str = "both"
+    smooth_voxels: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}, got {self.polarity!r}")
+
+
+@dataclass
+class Reference:
+    """Healthy reference statistics of one :class:`ScoreConfig`.
+
+    Attributes
+    ----------
+    mean, std
+        ``(K,)`` per-level mean and standard deviation of the raw maps over healthy brain voxels.
+    fpr, threshold
+        Voxel false-positive rates and the normalised scores healthy brain voxels exceed at those rates.
+    slice_scores, image_scores
+        Slice- and scan-level scores of the reference scans (for percentiles).
+    """
+
+    config: ScoreConfig
+    mean: list[float]
+    std: list[float]
+    fpr: list[float] = field(default_factory=list)
+    threshold: list[float] = field(default_factory=list)
+    slice_scores: list[float] = field(default_factory=list)
+    image_scores: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["config"]["levels"] = list(self.config.levels)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "Reference":
+        cfg = dict(d["config"])
+        cfg["levels"] = tuple(cfg["levels"])
+        return Reference(**{**d, "config": ScoreConfig(**cfg)})
+
+    def threshold_at(self, fpr: float) -> float:
+        """The normalised score above which a healthy voxel is flagged with probability ``fpr`` (interpolated in
+        log-rate between stored rates)."""
+        f = np.log(np.asarray(self.fpr))
+        return float(np.interp(np.log(fpr), f, np.asarray(self.threshold)))
+
+    def percentile(self, score: float, level: str = "image") -> float:
+        """Percentage of reference scans (``level="image"``) or slices (``"slice"``) scoring below ``score``."""
+        ref = np.asarray(self.image_scores if level == "image" else self.slice_scores)
+        return float(100.0 * np.mean(ref < score)) if ref.size else float("nan")
+
+
+def level_maps(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    config: ScoreConfig,
+    *,
+    batch: int = 32,
+    generator: torch.Generator | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unprocessed per-level maps ``(K, N, 1, H, W)`` of slices ``x`` ``(N, 1, H, W)`` (model units) and the signed
+    residuals ``x - x_hat`` of the same shape, computed ``batch`` slices at a time."""
+    maps, resid = [], []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        if config.method == "elbo":
+            m, r = voxel_terms(denoiser, xb, list(config.levels), draws=config.draws, generator=generator)
+        else:
+            m, r = _recon_maps(denoiser, xb, config, generator)
+        maps.append(m.cpu())
+        resid.append(r.cpu())
+        if progress is not None:
+            progress(min(i + batch, len(x)), len(x))
+    return torch.cat(maps, 1), torch.cat(resid, 1)
+
+
+def finish(maps: torch.Tensor, resid: torch.Tensor, config: ScoreConfig) -> torch.Tensor:
+    """Raw maps as scored: ``config.polarity`` applied (voxels of the other sign set to 0) and smoothed in-plane
+    with a Gaussian of ``config.smooth_voxels``."""
+    if config.polarity != "both":
+        maps = maps * ((resid > 0) if config.polarity == "hyper" else (resid < 0))
+    return _smooth(maps, config.smooth_voxels)
+
+
+def raw_maps(denoiser: Denoiser, x: torch.Tensor, config: ScoreConfig, **kwargs) -> torch.Tensor:
+    """:func:`level_maps` then :func:`finish`: the raw maps ``(K, N, 1, H, W)`` a reference normalises."""
+    return finish(*level_maps(denoiser, x, config, **kwargs), config)
+
+
+@torch.no_grad()
+def _recon_maps(den: Denoiser, x: torch.Tensor, cfg: ScoreConfig, gen: torch.Generator | None):
+    maps, resid = [], []
+    for t in cfg.levels:
+        steps = max(1, round(t / 100 * cfg.recon_steps_per_100))
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=gen)
+        x_hat = sample_ddim(den, den.schedule.q_sample(x, tt, eps), steps, start=t)
+        resid.append(x - x_hat)
+        maps.append((x - x_hat) ** 2)
+    return torch.stack(maps), torch.stack(resid)
+
+
+def _smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma <= 0:
+        return maps
+    r = int(np.ceil(3 * sigma))
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=maps.dtype) / sigma) ** 2)
+    g = (g / g.sum()).to(maps.device)
+    k, n = maps.shape[:2]
+    m = maps.reshape(k * n, 1, *maps.shape[-2:])
+    m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+    m = F.conv2d(F.pad(m, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
+    return m.reshape(maps.shape)
+
+
+def normalise(raw: torch.Tensor, ref: Reference) -> torch.Tensor:
+    """Per-level z-scores against the reference, averaged over levels: ``(K, N, 1, H, W)`` -> ``(N, 1, H, W)``."""
+    mean = torch.tensor(ref.mean, dtype=raw.dtype).view(-1, 1, 1, 1, 1)
+    std = torch.tensor(ref.std, dtype=raw.dtype).view(-1, 1, 1, 1, 1)
+    return ((raw - mean) / std).mean(0)
+
+
+def slice_scores(score: torch.Tensor, brain: torch.Tensor, q: float = 0.99) -> np.ndarray:
+    """``(N,)`` slice-level scores: the ``q`` quantile of the normalised score inside each slice's brain."""
+    return np.array([float(torch.quantile(s[b], q)) if b.any() else float("nan") for s, b in zip(score, brain)])
+
+
+def image_score(score: torch.Tensor, brain: torch.Tensor, q: float = 0.99) -> float:
+    """Scan-level score: the ``q`` quantile of the normalised score over all brain voxels."""
+    v = score[brain]
+    return float(torch.quantile(v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:1_000_000]], q))
+
+
+def fit_reference(raws: list[torch.Tensor], healthy: list[torch.Tensor], brains: list[torch.Tensor],
+                  config: ScoreConfig) -> Reference:
+    """A :class:`Reference` from the raw maps ``(K, N, 1, H, W)`` of reference scans, their healthy-voxel masks
+    (brain minus known lesions) and brain masks ``(N, 1, H, W)``.
+
+    Slices with known lesions are left out of the slice scores.
+    """
+    vals = torch.cat([r[:, h] for r, h in zip(raws, healthy)], 1)
+    ref = Reference(config, vals.mean(1).tolist(), vals.std(1).clamp_min(1e-12).tolist())
+    z = [normalise(r, ref) for r in raws]
+    healthy_z = torch.cat([s[h] for s, h in zip(z, healthy)])
+    ref.fpr = FPRS.tolist()
+    ref.threshold = np.quantile(healthy_z.numpy(), 1 - FPRS).tolist()
+    for s, h, b in zip(z, healthy, brains):
+        clean = (h == b).flatten(1).all(1)
+        ref.slice_scores += [v for v, c in zip(slice_scores(s, b), clean.tolist()) if c and np.isfinite(v)]
+        ref.image_scores.append(image_score(s, b))
+    return ref

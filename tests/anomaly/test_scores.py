@@ -1,0 +1,55 @@
+"""Reference normalisation, thresholds, polarity and detection metrics."""
+
+import numpy as np
+import pytest
+import torch
+
+from neurodiff.anomaly.metrics import dice, slice_auroc, voxel_metrics
+from neurodiff.anomaly.scores import Reference, ScoreConfig, finish, fit_reference, normalise
+
+
+def test_reference_thresholds_hold_their_false_positive_rate():
+    g = torch.Generator().manual_seed(0)
+    cfg = ScoreConfig(levels=(10, 100, 500), smooth_voxels=0)
+    scale = torch.tensor([1.0, 5.0, 50.0]).view(3, 1, 1, 1, 1)  # levels on very different scales
+    raws = [torch.rand(3, 6, 1, 16, 16, generator=g) ** 2 * scale for _ in range(2)]
+    brains = [torch.ones(6, 1, 16, 16, dtype=torch.bool) for _ in range(2)]
+    ref = fit_reference(raws, brains, brains, cfg)
+    z = torch.cat([normalise(r, ref) for r in raws])
+    assert abs(float(z.mean())) < 1e-4
+    fresh = normalise(torch.rand(3, 40, 1, 16, 16, generator=g) ** 2 * scale, ref)
+    for fpr in (0.01, 0.05):
+        assert float((fresh > ref.threshold_at(fpr)).float().mean()) == pytest.approx(fpr, rel=0.35)
+    back = Reference.from_dict(ref.to_dict())
+    assert back.config == cfg and back.threshold_at(0.01) == ref.threshold_at(0.01)
+    assert ref.percentile(max(ref.image_scores) + 1) == 100.0
+
+
+def test_polarity_keeps_one_sign():
+    maps = torch.ones(2, 1, 1, 4, 4)
+    resid = torch.randn(2, 1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    hyper = finish(maps, resid, ScoreConfig(polarity="hyper", smooth_voxels=0))
+    hypo = finish(maps, resid, ScoreConfig(polarity="hypo", smooth_voxels=0))
+    assert torch.equal(hyper.bool(), resid > 0) and torch.equal(hypo.bool(), resid < 0)
+    smooth = finish(maps, resid, ScoreConfig(smooth_voxels=1.0))
+    assert torch.allclose(smooth, maps)  # smoothing a constant map changes nothing
+
+
+def test_config_rejects_unknown_choices():
+    with pytest.raises(ValueError):
+        ScoreConfig(method="magic")
+    with pytest.raises(ValueError):
+        ScoreConfig(polarity="up")
+
+
+def test_voxel_metrics_perfect_random_and_threshold():
+    rng = np.random.default_rng(0)
+    truth = rng.random(5000) < 0.05
+    perfect = voxel_metrics(truth.astype(float) + rng.random(5000) * 0.1, truth, threshold=0.5)
+    assert perfect["auroc"] == 1 and perfect["auprc"] == pytest.approx(1) and perfect["dice"] == 1
+    assert perfect["fpr"] == 0 and perfect["best_dice"] == pytest.approx(1)
+    rand = voxel_metrics(rng.random(5000), truth, threshold=0.99)
+    assert abs(rand["auroc"] - 0.5) < 0.06 and rand["auprc"] < 0.1 and rand["fpr"] == pytest.approx(0.01, abs=0.005)
+    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert slice_auroc(np.array([1.0, 2.0, 3.0]), np.array([0, 1, 1])) == 1.0
+    assert np.isnan(slice_auroc(np.array([1.0, 2.0]), np.array([1, 1])))
