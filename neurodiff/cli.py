@@ -291,7 +291,7 @@ def anomaly(
     new site or protocol and stores it with a copy of the model; use it with `--model site-flair`.
     """
     from .io import OutputSet
-    from .tasks.anomaly import calibrate, detect, output_paths, write
+    from .tasks.anomaly import add_to_tables, calibrate, detect, output_paths, write
 
     for p in inputs[1:] if inputs[0] == Path("calibrate") else inputs:
         if not p.exists():
@@ -317,11 +317,15 @@ def anomaly(
                 res = detect(scan, contrast=contrast and contrast.value, model=model,
                              brain_mask=brain_mask[i] if brain_mask else None, fpr=fpr,
                              method=method and method.value, device=device.value, seed=seed, progress=update)
-            write(res, scan, paths, outputs.tmp)
+            fields = write(res, scan, paths, outputs.tmp)
+        add_to_tables(paths["anomaly"].parent, scan, fields, res.slices)
         if not quiet:
             typer.echo(f"{scan}: score {res.image_score:.2f} ({res.image_percentile:.0f}th percentile of healthy "
                        f"reference scans), {int(res.mask.sum())} voxels above {res.threshold:.2f} (fpr {fpr}) "
                        f"in {res.seconds:.1f} s; outputs in {paths['anomaly'].parent}")
+            if "heuristic" in res.params["brain_mask"]:
+                typer.echo("note: the scan has a skull and no --brain-mask was given; the computed brain mask is a "
+                           "rough heuristic, so pass a mask from a skull-stripping tool for reliable scores", err=True)
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""Figures: reconstruction panels, uncertainty overlays (nilearn), error against uncertainty, loss curves and
-sample grids. Functions return matplotlib figures; nothing is shown or saved unless the caller does it."""
+"""Figures: reconstruction panels, uncertainty and anomaly overlays (nilearn), error against uncertainty, loss
+curves and sample grids. Functions return matplotlib figures; nothing is shown or saved unless the caller does it."""
 
 from __future__ import annotations
 
@@ -39,6 +39,26 @@ def uncertainty_overlay(recon_img, uncertainty_img, title: str = "posterior std 
     threshold = float(np.percentile(data[data > 0], percentile)) if np.any(data > 0) else None
     return plotting.plot_stat_map(uncertainty_img, bg_img=recon_img, display_mode="z", cut_coords=5,
                                   cmap="inferno", threshold=threshold, colorbar=True, title=title, black_bg=True)
+
+
+def anomaly_overlay(scan_img, score_img, threshold: float, title: str = "anomaly score (healthy SDs)",
+                    cut_coords=None, mask_img=None):
+    """nilearn overlay of an anomaly score map on its scan (both Niimg-like): scores below ``threshold`` (e.g. the
+    calibrated one) are transparent; ``mask_img`` (e.g. a reference lesion mask) is drawn as a green contour.
+    ``cut_coords``: axial positions in mm, or a number of cuts (default 5 through the highest-scoring region).
+    Returns the display."""
+    from nilearn import image, plotting
+
+    if cut_coords is None:
+        data = image.get_data(score_img)
+        k = np.unravel_index(np.argmax(data), data.shape)
+        z = float((image.load_img(score_img).affine @ np.r_[k, 1])[2])
+        cut_coords = [z - 12, z - 6, z, z + 6, z + 12]
+    display = plotting.plot_stat_map(score_img, bg_img=scan_img, display_mode="z", cut_coords=cut_coords,
+                                     cmap="hot", threshold=threshold, colorbar=True, title=title, black_bg=True)
+    if mask_img is not None:
+        display.add_contours(mask_img, levels=[0.5], colors="lime", linewidths=0.8)
+    return display
 
 
 def error_vs_uncertainty(reference: np.ndarray, mean: np.ndarray, std: np.ndarray, bins: int = 20) -> Figure:

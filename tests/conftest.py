@@ -6,6 +6,7 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parents[1] / "neurodiff" / "data" / "sub-colin27_T1w.nii.gz"
+STROKE = Path(__file__).parents[1] / "neurodiff" / "data" / "sub-stroke_FLAIR.nii.gz"
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,24 @@ def untrained_recon_model(tmp_path_factory) -> Path:
     stem = tmp_path_factory.mktemp("models") / "untrained"
     save_model(build_denoiser(card).net, card, stem)
     return stem.with_suffix(".json")
+
+
+@pytest.fixture(scope="session")
+def untrained_anomaly_model(tmp_path_factory) -> Path:
+    """A randomly initialised anomaly model on a coarse grid (4 mm, 48x48: fast), with a healthy reference fitted
+    on the shipped stroke example by ``calibrate`` (a geometry fixture, not a meaningful reference)."""
+    from neurodiff.anomaly.scores import ScoreConfig
+    from neurodiff.tasks.anomaly import calibrate
+    from neurodiff.weights import build_denoiser, save_model
+
+    card = {
+        "name": "untrained-anomaly", "version": "0", "task": "anomaly",
+        "architecture": dict(size="tiny", in_channels=1, out_channels=1),
+        "schedule": {"name": "cosine", "steps": 1000}, "prediction": "v",
+        "normalisation": {"voxel_mm": 4.0, "canvas": [48, 48], "contrast": "flair"}, "training": {}, "metrics": {},
+    }
+    folder = tmp_path_factory.mktemp("models")
+    save_model(build_denoiser(card).net, card, folder / "raw")
+    configs = [ScoreConfig(levels=(50, 300), draws=1), ScoreConfig(method="recon", levels=(100,))]
+    return calibrate([STROKE], folder / "untrained-anomaly", model=str(folder / "raw.json"), configs=configs,
+                     device="cpu")

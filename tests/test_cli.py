@@ -112,3 +112,27 @@ def test_no_overwrite_without_force(scan, untrained_recon_model):
 
 def test_unknown_model(scan):
     assert_one_line_error(run("recon", scan, "--model", "no-such-model"))
+
+
+@pytest.mark.parametrize("case", ["missing", "not nifti", "unknown type", "4D", "all NaN", "all zero"])
+def test_anomaly_bad_input_one_line_exit_2(scan, tmp_path, case, untrained_anomaly_model):
+    src = bad_inputs(scan)[case]
+    out = tmp_path / "out"
+    assert_one_line_error(run("anomaly", src, "--out-dir", out, "--model", untrained_anomaly_model))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_anomaly_bad_brain_mask_and_unknown_contrast(scan, tmp_path, untrained_anomaly_model):
+    like = nib.load(scan)
+    empty = _write(tmp_path / "empty.nii.gz", np.zeros(like.shape, np.uint8), like)
+    out = tmp_path / "o"
+    res = run("anomaly", scan, "--brain-mask", empty, "--model", untrained_anomaly_model, "--out-dir", out)
+    assert_one_line_error(res)
+    assert "brain mask is empty" in res.stderr
+    res = run("anomaly", scan, "--brain-mask", empty, "--brain-mask", empty, "--model", untrained_anomaly_model)
+    assert_one_line_error(res)
+    res = run("anomaly", scan, "--out-dir", out)  # scan.nii.gz has no contrast suffix
+    assert_one_line_error(res)
+    assert "--contrast" in res.stderr
+    assert_one_line_error(run("anomaly", scan, "--model", untrained_anomaly_model, "--fpr", 2))
+    assert not out.exists() or not any(out.iterdir())

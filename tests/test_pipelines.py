@@ -15,6 +15,7 @@ pytest.importorskip("snakemake")
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "pipelines" / "Snakefile"
 EXAMPLE = ROOT / "neurodiff" / "data" / "sub-colin27_T1w.nii.gz"
+STROKE = ROOT / "neurodiff" / "data" / "sub-stroke_FLAIR.nii.gz"
 DESCS = ("recon", "uncertainty", "zerofilled", "mask")
 
 
@@ -25,10 +26,12 @@ def snakemake(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Complet
     return proc
 
 
-def test_dry_run_lists_recon_and_summary(tmp_path):
+def test_dry_run_lists_recon_anomaly_and_summaries(tmp_path):
     proc = snakemake("-n", "--cores", "1", cwd=tmp_path)
     log = proc.stdout + proc.stderr
     assert "rule recon:" in log and "rule summary:" in log
+    assert "rule anomaly:" in log and "rule anomaly_summary:" in log
+    assert "sub-stroke_desc-anomaly_FLAIR.nii.gz" in log and "anomaly_scores.tsv" in log
     assert "sub-colin27_desc-recon_T1w.nii.gz" in log and "sub-colin27_desc-recon_T1w.json" in log
     assert "recon_metrics.tsv" in log
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
@@ -41,7 +44,8 @@ def test_tiny_run(tmp_path, untrained_recon_model):
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
     in_dir.mkdir()
     src = Path(shutil.copy(EXAMPLE, in_dir))
-    snakemake("--cores", "1", "--config", f"input_dir={in_dir}", f"out_dir={out_dir}", "slices=38:40", "samples=2",
+    snakemake("--cores", "1", "--config", "anomaly=false", f"input_dir={in_dir}", f"out_dir={out_dir}", "slices=38:40",
+              "samples=2",
               "steps=2", f"model={untrained_recon_model}", "threads=1", cwd=tmp_path)
 
     expected = nib.load(src).slicer[:, :, 38:40]  # outputs cover the chosen slices; affine shifted to match
@@ -55,3 +59,19 @@ def test_tiny_run(tmp_path, untrained_recon_model):
     assert list(table.columns) == ["scan", "psnr", "ssim", "nmse", "zerofilled_psnr", "zerofilled_ssim", "seconds"]
     assert len(table) == 1 and table.loc[0, "scan"] == "sub-colin27_T1w"
     assert np.isfinite(table.loc[0, "psnr"]) and np.isfinite(table.loc[0, "zerofilled_psnr"])
+
+
+def test_tiny_anomaly_run(tmp_path, untrained_anomaly_model):
+    import nibabel as nib
+    import pandas as pd
+
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    src = Path(shutil.copy(STROKE, in_dir))
+    snakemake("--cores", "1", "--config", "recon=false", f"input_dir={in_dir}", f"out_dir={out_dir}",
+              f"anomaly_model={untrained_anomaly_model}", "threads=1", cwd=tmp_path)
+    for desc in ("anomaly", "anomalymask"):
+        out = nib.load(out_dir / f"sub-stroke_desc-{desc}_FLAIR.nii.gz")
+        assert out.shape == nib.load(src).shape
+    table = pd.read_csv(tmp_path / "results" / "anomaly_scores.tsv", sep="\t")
+    assert len(table) == 1 and table.loc[0, "scan"] == str(src) and np.isfinite(table.loc[0, "image_score"])

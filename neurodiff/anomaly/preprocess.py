@@ -48,16 +48,22 @@ class Prepared:
     scale: float
 
 
+def is_skull_stripped(vol: np.ndarray) -> bool:
+    """Whether a scan looks brain-extracted: exact zeros over more than a quarter of the volume."""
+    return bool(np.mean(np.nan_to_num(vol) == 0) > 0.25)
+
+
 def compute_brain_mask(vol: np.ndarray, zooms: tuple[float, ...]) -> np.ndarray:
     """A brain mask ``(X, Y, Z)`` bool for a 3D scan with or without skull.
 
     A scan whose background is exactly zero over more than a quarter of the volume is taken as skull-stripped:
     the mask is its non-zero region with holes filled. Otherwise the head is thresholded (Otsu), eroded by 6 mm to
     cut the brain from the skull and scalp, the largest component kept, dilated back and filled. This is a
-    heuristic; pass a mask from a dedicated tool (e.g. SynthStrip, HD-BET) where it matters.
+    heuristic (Dice 0.3-0.7 against DLMUSE brain masks on NiChart FLAIR scans with skull); pass a mask from a
+    dedicated tool (e.g. SynthStrip, HD-BET) for such scans.
     """
     finite = np.nan_to_num(vol)
-    if np.mean(finite == 0) > 0.25:
+    if is_skull_stripped(finite):
         mask = finite > 0
     else:
         head = finite > threshold_otsu(finite)

@@ -23,8 +23,8 @@ import torch
 from nibabel.orientations import io_orientation
 
 from ..anomaly.data import lesion_on_canvas
-from ..anomaly.preprocess import Prepared, prepare, to_input
-from ..anomaly.scores import Reference, ScoreConfig, fit_reference, image_score, normalise, raw_maps, slice_scores
+from ..anomaly.preprocess import Prepared, is_skull_stripped, prepare, to_input
+from ..anomaly.scores import METHODS, Reference, ScoreConfig, fit_reference, image_score, normalise, raw_maps, slice_scores
 from ..errors import InputError, ModelError
 from ..io import ImageRecord, load_image, load_nifti
 from ..io.bids import split_extension
@@ -177,7 +177,9 @@ def detect(
         slices=_slice_table(prep, record, per_slice, flagged.flatten(1).sum(1).numpy(), ref),
         params={"model": mdl.name, "method": ref.config.method, "levels": list(ref.config.levels),
                 "draws": ref.config.draws, "polarity": ref.config.polarity, "fpr": fpr, "seed": seed,
-                "brain_mask": "given" if brain_mask is not None else "computed", "device": str(dev),
+                "brain_mask": "given" if brain_mask is not None else
+                ("computed: non-zero voxels" if is_skull_stripped(data) else "computed: heuristic (scan with skull)"),
+                "device": str(dev),
                 "model_voxel_mm": mdl.card["normalisation"]["voxel_mm"]},
         seconds=time.time() - t0,
     )
@@ -191,7 +193,7 @@ def calibrate(
     model: str | None = None,
     brain_masks: Sequence[str | Path] | None = None,
     lesion_masks: Sequence[str | Path | None] | None = None,
-    configs: Sequence[ScoreConfig] = (ScoreConfig(),),
+    configs: Sequence[ScoreConfig] | None = None,
     default: str | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -201,7 +203,9 @@ def calibrate(
     write the model with them as ``out.json`` + ``out.safetensors``; returns the card path.
 
     ``lesion_masks`` (optional, one per scan) mark known lesions, left out of the healthy statistics. One reference
-    is fitted per config (by method); ``default`` names the method ``detect`` uses (default: the first).
+    is fitted per config (by method); ``configs`` defaults to those of the model's current references (the noise
+    levels and polarity its benchmark chose), else :class:`ScoreConfig` defaults. ``default`` names the method
+    ``detect`` uses (default: the model's current default, else the first config's).
     """
     if not references:
         raise InputError("no reference scans given")
@@ -213,6 +217,11 @@ def calibrate(
     name = contrast_model(None, contrast, model)
     dev = resolve_device(device)
     mdl = load_model(name, dev)
+    current = mdl.card.get("reference") or {}
+    if configs is None:
+        configs = [Reference.from_dict(v).config for k, v in current.items() if k in METHODS] or [ScoreConfig()]
+    default = default or (current.get("default") if current.get("default") in {c.method for c in configs}
+                          else configs[0].method)
     preps, healthy = [], []
     for i, path in enumerate(references):
         img = load_nifti(path, name="reference scan")
@@ -235,7 +244,7 @@ def calibrate(
         refs[cfg.method] = fit_reference(raws, healthy, [p.brain for p in preps], cfg).to_dict()
     card = dict(mdl.card)
     card["name"] = out.name
-    card["reference"] = {"default": default or configs[0].method, **refs,
+    card["reference"] = {"default": default, **refs,
                          "scans": [str(p) for p in references]}
     src = MODELS_DIR / name if name in shipped_models() else Path(name).with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,36 +262,47 @@ def output_paths(src: Path, out_dir: Path | None = None) -> dict[str, Path]:
     return paths
 
 
-def write(result: AnomalyResult, src: Path, paths: dict[str, Path], tmp: Callable[[Path], Path] = lambda p: p) -> None:
-    """Write the maps and sidecar of ``result`` to ``paths`` (each through ``tmp``), then add the scan's row to
-    ``anomaly_scores.tsv`` and its slices to ``anomaly_slices.tsv`` in the output folder (replacing earlier rows of
-    the same scan)."""
-    from ..io import atomic_path, save_like, write_sidecar
+def sidecar_row(sidecar: dict, src: Path | str) -> dict:
+    """The ``anomaly_scores.tsv`` row of a scan, from its sidecar (as :func:`write` wrote it)."""
+    p = sidecar["Parameters"]
+    return {"scan": str(src), "model": p["model"], "method": p["method"],
+            "image_score": round(sidecar["ImageScore"], 3), "percentile": round(sidecar["ImagePercentile"], 1),
+            "fpr": p["fpr"], "threshold": round(sidecar["Threshold"], 3), "flagged_ml": sidecar["FlaggedVolume_ml"]}
+
+
+def write(result: AnomalyResult, src: Path, paths: dict[str, Path], tmp: Callable[[Path], Path] = lambda p: p) -> dict:
+    """Write the maps and sidecar of ``result`` to ``paths`` (from :func:`output_paths`), each through ``tmp``;
+    returns the sidecar's fields."""
+    from ..io import save_like, write_sidecar
 
     save_like(result.score, result.record, tmp(paths["anomaly"]))
     save_like(result.mask.astype(np.uint8), result.record, tmp(paths["anomalymask"]), dtype=np.uint8)
     vox_ml = float(np.prod(result.record.header.get_zooms()[:3])) / 1000
-    row = {"scan": str(src), "model": result.params["model"], "method": result.params["method"],
-           "image_score": round(result.image_score, 3), "percentile": round(result.image_percentile, 1),
-           "fpr": result.params["fpr"], "threshold": round(result.threshold, 3),
-           "flagged_ml": round(float(result.mask.sum()) * vox_ml, 2)}
-    write_sidecar(tmp(paths["sidecar"]), {
+    fields = {
         "Description": "Voxel anomaly score under a diffusion model of healthy brain slices: the per-noise-level "
-                       f"{'negative-ELBO terms' if row['method'] == 'elbo' else 'reconstruction errors'}, z-scored "
-                       "against healthy reference voxels and averaged over levels.",
+                       f"{'negative-ELBO terms' if result.params['method'] == 'elbo' else 'reconstruction errors'}, "
+                       "z-scored against healthy reference voxels and averaged over levels.",
         "Units": "healthy-reference standard deviations (0 outside the brain)",
         "Sources": [str(src)],
         "GeneratedBy": [{"Name": "neurodiff", "Version": __import__("neurodiff").__version__}],
         "Parameters": result.params, "Threshold": result.threshold, "ImageScore": result.image_score,
-        "ImagePercentile": result.image_percentile, "FlaggedVolume_ml": row["flagged_ml"],
+        "ImagePercentile": result.image_percentile, "FlaggedVolume_ml": round(float(result.mask.sum()) * vox_ml, 2),
         "Outputs": {k: p.name for k, p in paths.items()}, "ElapsedSeconds": round(result.seconds, 2),
-    })
-    folder = paths["anomaly"].parent
-    slices = result.slices.assign(scan=str(src))
-    for name, new in (("anomaly_scores.tsv", pd.DataFrame([row])), ("anomaly_slices.tsv", slices)):
+    }
+    write_sidecar(tmp(paths["sidecar"]), fields)
+    return fields
+
+
+def add_to_tables(folder: Path, src: Path, fields: dict, slices: pd.DataFrame) -> None:
+    """Add the scan's row to ``folder/anomaly_scores.tsv`` and its slices to ``folder/anomaly_slices.tsv``,
+    replacing earlier rows of the same scan (each table rewritten atomically)."""
+    from ..io import atomic_path
+
+    for name, new in (("anomaly_scores.tsv", pd.DataFrame([sidecar_row(fields, src)])),
+                      ("anomaly_slices.tsv", slices.assign(scan=str(src)))):
         table = folder / name
-        old = pd.read_csv(table, sep="\t") if table.exists() else None
-        if old is not None:
+        if table.exists():
+            old = pd.read_csv(table, sep="\t")
             new = pd.concat([old[old["scan"] != str(src)], new], ignore_index=True)
         with atomic_path(table) as t:
             new.to_csv(t, sep="\t", index=False)

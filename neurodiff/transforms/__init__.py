@@ -1,6 +1,8 @@
-"""MONAI-style transforms (array + dictionary pairs) for undersampling and diffusion reconstruction."""
+"""MONAI-style transforms (array + dictionary pairs): k-space undersampling, diffusion reconstruction, anomaly
+scoring."""
 
-from .array import DiffusionReconstruct, RandKSpaceUndersample
-from .dictionary import DiffusionReconstructd, RandKSpaceUndersampled
+from .array import AnomalyScore, DiffusionReconstruct, RandKSpaceUndersample
+from .dictionary import AnomalyScored, DiffusionReconstructd, RandKSpaceUndersampled
 
-__all__ = ["DiffusionReconstruct", "DiffusionReconstructd", "RandKSpaceUndersample", "RandKSpaceUndersampled"]
+__all__ = ["AnomalyScore", "AnomalyScored", "DiffusionReconstruct", "DiffusionReconstructd", "RandKSpaceUndersample",
+           "RandKSpaceUndersampled"]

@@ -76,3 +76,31 @@ class DiffusionReconstruct(Transform):
         cal = self.model.card.get("calibration", {})
         std = calibrated_std(post.mag_std, float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0)))
         return _unslice(post.mag_mean, shape), _unslice(std, shape)
+
+
+class AnomalyScore(Transform):
+    """Per-voxel anomaly score of a channel-first brain volume ``(1, X, Y, Z)`` under a healthy-anatomy model.
+
+    The volume's geometry comes from its ``affine`` (a MONAI ``MetaTensor`` from ``LoadImage``) or the ``affine``
+    argument. ``__call__(img, brain=None) -> score``: ``(1, X, Y, Z)`` in healthy-reference standard deviations,
+    a ``MetaTensor`` carrying the input's metadata when the input is one.
+    """
+
+    def __init__(self, contrast: str | None = "flair", model: str | None = None, fpr: float = 0.01,
+                 method: str | None = None, seed: int = 0, device: str = "cpu"):
+        self.kwargs = dict(contrast=contrast, model=model, fpr=fpr, method=method, seed=seed, device=device)
+
+    def __call__(self, img, brain=None, affine=None) -> torch.Tensor:
+        import nibabel as nib
+        from monai.data import MetaTensor
+
+        from ..tasks.anomaly import detect
+
+        x = torch.as_tensor(img)
+        if x.ndim != 4 or x.shape[0] != 1:
+            raise ValueError(f"expected a channel-first (1, X, Y, Z) volume, got shape {tuple(x.shape)}")
+        aff = np.asarray(affine if affine is not None else getattr(img, "affine", np.eye(4)), dtype=float)
+        vol = nib.Nifti1Image(x[0].float().numpy(), aff)
+        mask = None if brain is None else nib.Nifti1Image(torch.as_tensor(brain)[0].float().numpy(), aff)
+        score = torch.from_numpy(detect(vol, brain_mask=mask, **self.kwargs).score)[None]
+        return MetaTensor(score, meta=dict(img.meta)) if isinstance(img, MetaTensor) else score

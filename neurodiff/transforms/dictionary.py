@@ -7,7 +7,7 @@ from typing import Hashable, Mapping
 import torch
 from monai.transforms import MapTransform, Randomizable
 
-from .array import DiffusionReconstruct, RandKSpaceUndersample
+from .array import AnomalyScore, DiffusionReconstruct, RandKSpaceUndersample
 
 
 class RandKSpaceUndersampled(Randomizable, MapTransform):
@@ -51,4 +51,22 @@ class DiffusionReconstructd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key], d[f"{key}_{self.std_postfix}"] = self.t(d[key], d[f"{key}_{self.mask_postfix}"])
+        return d
+
+
+class AnomalyScored(MapTransform):
+    """For each key: store the anomaly score of the volume under ``f"{key}_{score_postfix}"`` (the brain mask is
+    read from ``brain_key`` when given)."""
+
+    def __init__(self, keys, contrast: str | None = "flair", model: str | None = None, fpr: float = 0.01,
+                 method: str | None = None, seed: int = 0, device: str = "cpu", brain_key: str | None = None,
+                 score_postfix: str = "anomaly", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.t = AnomalyScore(contrast, model, fpr, method, seed, device)
+        self.brain_key, self.score_postfix = brain_key, score_postfix
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[f"{key}_{self.score_postfix}"] = self.t(d[key], d[self.brain_key] if self.brain_key else None)
         return d

@@ -8,7 +8,7 @@ from monai.transforms import Compose
 from neurodiff.transforms import RandKSpaceUndersampled, DiffusionReconstructd
 from neurodiff.weights import load_model
 
-from ..conftest import EXAMPLE
+from ..conftest import EXAMPLE, STROKE
 
 
 def test_compose_undersample_then_reconstruct(untrained_recon_model):
@@ -32,3 +32,16 @@ def test_same_seed_same_mask():
     b = RandKSpaceUndersampled("x").set_random_state(seed=1)
     x = {"x": torch.rand(1, 16, 18)}
     assert torch.equal(a(x)["x_mask"], b(x)["x_mask"])
+
+
+def test_anomaly_score_in_a_monai_pipeline(untrained_anomaly_model):
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    from neurodiff.transforms import AnomalyScored
+
+    pipe = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image"),
+                    AnomalyScored("image", contrast=None, model=str(untrained_anomaly_model))])
+    d = pipe({"image": str(STROKE)})
+    score = d["image_anomaly"]
+    assert score.shape == d["image"].shape and torch.isfinite(score).all()
+    assert np.allclose(np.asarray(score.affine), nib.load(STROKE).affine, atol=1e-4)

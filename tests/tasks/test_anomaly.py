@@ -1,0 +1,90 @@
+"""The anomaly task end to end on the shipped stroke example, with an untrained model (geometry, tables, errors)."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurodiff.errors import InputError, ModelError
+from neurodiff.tasks.anomaly import contrast_model, detect
+
+from ..conftest import STROKE
+
+
+def test_detect_returns_maps_on_the_input_grid(untrained_anomaly_model):
+    res = detect(STROKE, model=str(untrained_anomaly_model), device="cpu")
+    shape = nib.load(STROKE).shape
+    assert res.score.shape == res.mask.shape == res.brain.shape == shape
+    assert np.isfinite(res.score).all() and not res.score[~res.brain].any()
+    assert not res.mask[~res.brain].any()
+    assert 0 <= res.image_percentile <= 100 and np.isfinite(res.image_score)
+    assert {"z_mm", "input_slice", "score", "percentile", "flagged_voxels"} <= set(res.slices.columns)
+    assert res.slices["input_slice"].between(0, shape[2] - 1).all()
+    # a lower false-positive rate can only flag fewer voxels
+    strict = detect(STROKE, model=str(untrained_anomaly_model), device="cpu", fpr=0.001)
+    assert strict.mask.sum() <= res.mask.sum() and strict.threshold > res.threshold
+    same = detect(STROKE, model=str(untrained_anomaly_model), device="cpu")
+    assert np.array_equal(same.score, res.score)  # same seed, same output
+
+
+def test_other_method_and_missing_reference(untrained_anomaly_model, tmp_path):
+    res = detect(STROKE, model=str(untrained_anomaly_model), device="cpu", method="recon")
+    assert res.params["method"] == "recon"
+    card = json.loads(untrained_anomaly_model.read_text())
+    del card["reference"]["recon"]
+    stem = tmp_path / "noref"
+    (stem.with_suffix(".json")).write_text(json.dumps(card))
+    (stem.with_suffix(".safetensors")).write_bytes(untrained_anomaly_model.with_suffix(".safetensors").read_bytes())
+    with pytest.raises(ModelError, match="no healthy reference for method 'recon'"):
+        detect(STROKE, model=str(stem), method="recon")
+
+
+def test_contrast_comes_from_the_bids_suffix():
+    assert contrast_model("sub-01_FLAIR.nii.gz", None, None) == "anomaly-flair-tiny"
+    assert contrast_model("sub-01_ses-2_T1w.nii.gz", None, None) == "anomaly-t1-tiny"
+    assert contrast_model("scan.nii.gz", "t1", None) == "anomaly-t1-tiny"
+    assert contrast_model("scan.nii.gz", None, "mine.json") == "mine.json"
+    with pytest.raises(InputError, match="pass --contrast"):
+        contrast_model("scan.nii.gz", None, None)
+
+
+def test_cli_writes_maps_sidecar_and_tables(untrained_anomaly_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from neurodiff.cli import app
+
+    run = CliRunner().invoke
+    args = ["anomaly", str(STROKE), "--model", str(untrained_anomaly_model), "--out-dir", str(tmp_path), "-q"]
+    r = run(app, args)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["anomaly_scores.tsv", "anomaly_slices.tsv", "sub-stroke_desc-anomaly_FLAIR.json",
+                     "sub-stroke_desc-anomaly_FLAIR.nii.gz", "sub-stroke_desc-anomalymask_FLAIR.nii.gz"]
+    out = nib.load(tmp_path / "sub-stroke_desc-anomaly_FLAIR.nii.gz")
+    assert np.allclose(out.affine, nib.load(STROKE).affine)
+    side = json.loads((tmp_path / "sub-stroke_desc-anomaly_FLAIR.json").read_text())
+    assert side["Parameters"]["fpr"] == 0.01 and side["Units"].startswith("healthy-reference")
+    before = (tmp_path / "anomaly_scores.tsv").read_text()
+    r = run(app, args)  # exists: refused, nothing changed
+    assert r.exit_code == 2 and "--force" in r.output and (tmp_path / "anomaly_scores.tsv").read_text() == before
+    r = run(app, args + ["--force"])
+    assert r.exit_code == 0
+    table = pd.read_csv(tmp_path / "anomaly_scores.tsv", sep="\t")
+    assert len(table) == 1 and table["scan"][0] == str(STROKE)  # replaced, not duplicated
+
+
+def test_cli_calibrate_then_use(untrained_anomaly_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from neurodiff.cli import app
+
+    stem = tmp_path / "site-flair"
+    r = CliRunner().invoke(app, ["anomaly", "calibrate", str(STROKE), "--model", str(untrained_anomaly_model),
+                                 "--out", str(stem), "-q"])
+    assert r.exit_code == 0, r.output
+    card = json.loads(stem.with_suffix(".json").read_text())
+    assert card["reference"]["default"] == "elbo" and card["reference"]["scans"] == [str(STROKE)]
+    res = detect(STROKE, model=str(stem), device="cpu")
+    assert np.isfinite(res.score).all()
