@@ -85,6 +85,13 @@ def contrast_model(path: Path | str | None, contrast: str | None, model: str | N
     return CONTRASTS[contrast]
 
 
+def _anomaly_model(name: str, device: torch.device) -> Model:
+    mdl = load_model(name, device)
+    if mdl.card.get("task") != "anomaly":
+        raise ModelError(f"model {mdl.name} is a {mdl.card.get('task')!r} model, not an anomaly model")
+    return mdl
+
+
 def _reference(model: Model, method: str | None) -> Reference:
     refs = model.card.get("reference") or {}
     method = method or refs.get("default")
@@ -155,9 +162,7 @@ def detect(
     img = nib.Nifti1Image(data, record.affine)
     brain_img = None if brain_mask is None else load_nifti(brain_mask, name="brain mask")
     dev = resolve_device(device)
-    mdl = load_model(name, dev)
-    if mdl.card.get("task") != "anomaly":
-        raise ModelError(f"model {mdl.name} is a {mdl.card.get('task')!r} model, not an anomaly model")
+    mdl = _anomaly_model(name, dev)
     ref = _reference(mdl, method)
     prep = _prepare(mdl, img, brain_img)
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -216,7 +221,7 @@ def calibrate(
         raise InputError("pass --contrast flair|t1 or --model to say which model to calibrate")
     name = contrast_model(None, contrast, model)
     dev = resolve_device(device)
-    mdl = load_model(name, dev)
+    mdl = _anomaly_model(name, dev)
     current = mdl.card.get("reference") or {}
     if configs is None:
         configs = [Reference.from_dict(v).config for k, v in current.items() if k in METHODS] or [ScoreConfig()]
