@@ -293,18 +293,23 @@ def anomaly(
     from .io import OutputSet
     from .tasks.anomaly import add_to_tables, calibrate, detect, output_paths, write
 
-    for p in inputs[1:] if inputs[0] == Path("calibrate") else inputs:
+    calibrating = inputs[0] == Path("calibrate")
+    scans = inputs[1:] if calibrating else inputs
+    for p in scans:
         if not p.exists():
             raise InputError(f"input file not found: {p}")
-    if brain_mask and len(brain_mask) != len(inputs) - (inputs[0] == Path("calibrate")):
-        raise InputError(f"give one --brain-mask per scan ({len(inputs)}), got {len(brain_mask)}")
-    if inputs[0] == Path("calibrate"):
+    if brain_mask and len(brain_mask) != len(scans):
+        raise InputError(f"give one --brain-mask per scan ({len(scans)}), got {len(brain_mask)}")
+    if lesion_mask and not calibrating:
+        raise InputError("--lesion-mask is for `neurodiff anomaly calibrate` (known lesions of reference scans)")
+    if calibrating:
         if out is None:
             raise InputError("calibrate needs --out STEM for the calibrated model")
-        if out.with_suffix(".json").exists() and not force:
-            raise InputError(f"{out.with_suffix('.json')} exists; use --force to overwrite")
+        existing = [p for p in (out.with_suffix(".json"), out.with_suffix(".safetensors")) if p.exists()]
+        if existing and not force:
+            raise InputError(f"{existing[0]} exists; use --force to overwrite")
         with _progress(quiet, "reference") as update:
-            card = calibrate(inputs[1:], out, contrast=contrast and contrast.value, model=model,
+            card = calibrate(scans, out, contrast=contrast and contrast.value, model=model,
                              brain_masks=brain_mask, lesion_masks=lesion_mask, device=device.value, seed=seed,
                              progress=update)
         if not quiet:

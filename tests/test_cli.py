@@ -135,4 +135,6 @@ def test_anomaly_bad_brain_mask_and_unknown_contrast(scan, tmp_path, untrained_a
     assert_one_line_error(res)
     assert "--contrast" in res.stderr
     assert_one_line_error(run("anomaly", scan, "--model", untrained_anomaly_model, "--fpr", 2))
+    assert_one_line_error(run("anomaly", scan, "--model", untrained_anomaly_model, "--fpr", 0.9))
+    assert_one_line_error(run("anomaly", scan, "--model", untrained_anomaly_model, "--lesion-mask", empty))
     assert not out.exists() or not any(out.iterdir())

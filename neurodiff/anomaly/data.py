@@ -16,9 +16,9 @@ from .preprocess import Prepared, prepare, to_canvas
 
 
 def lesion_on_canvas(lesion: nib.Nifti1Image, prep: Prepared, *, dilate_mm: float = 2.0) -> torch.Tensor:
-    """A lesion mask (any grid; linear interpolation, threshold 0.5) as ``(N, 1, H, W)`` bool on ``prep``'s canvas,
+    """A lesion mask (non-zero = lesion; any grid; linear interpolation, threshold 0.5) as ``(N, 1, H, W)`` bool on ``prep``'s canvas,
     dilated by ``dilate_mm``."""
-    m = nib.Nifti1Image(np.asarray(lesion.dataobj, dtype=np.float32), lesion.affine)
+    m = nib.Nifti1Image((np.asarray(lesion.dataobj) > 0).astype(np.float32), lesion.affine)
     vol = np.asarray(resample_from_to(m, prep.grid, order=1).dataobj) > 0.5
     vox = float(prep.grid.header.get_zooms()[0])
     if dilate_mm >= vox:

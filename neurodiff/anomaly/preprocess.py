@@ -53,17 +53,18 @@ def is_skull_stripped(vol: np.ndarray) -> bool:
     return bool(np.mean(np.nan_to_num(vol) == 0) > 0.25)
 
 
-def compute_brain_mask(vol: np.ndarray, zooms: tuple[float, ...]) -> np.ndarray:
+def compute_brain_mask(vol: np.ndarray, zooms: tuple[float, ...], skull_stripped: bool | None = None) -> np.ndarray:
     """A brain mask ``(X, Y, Z)`` bool for a 3D scan with or without skull.
 
     A scan whose background is exactly zero over more than a quarter of the volume is taken as skull-stripped:
     the mask is its non-zero region with holes filled. Otherwise the head is thresholded (Otsu), eroded by 6 mm to
     cut the brain from the skull and scalp, the largest component kept, dilated back and filled. This is a
     heuristic (Dice 0.3-0.7 against DLMUSE brain masks on NiChart FLAIR scans with skull); pass a mask from a
-    dedicated tool (e.g. SynthStrip, HD-BET) for such scans.
+    dedicated tool (e.g. SynthStrip, HD-BET) for such scans. ``skull_stripped`` overrides the zero-fraction test
+    (decide it on the scan as acquired: resampling an oblique scan adds zeros outside its field of view).
     """
     finite = np.nan_to_num(vol)
-    if is_skull_stripped(finite):
+    if is_skull_stripped(finite) if skull_stripped is None else skull_stripped:
         mask = finite > 0
     else:
         head = finite > threshold_otsu(finite)
@@ -103,8 +104,8 @@ def prepare(
     img
         3D scan (any orientation and voxel size), finite values.
     brain
-        Brain mask on any grid overlapping the scan (resampled with linear interpolation, threshold 0.5); computed
-        with :func:`compute_brain_mask` when None.
+        Brain mask (non-zero = brain) on any grid overlapping the scan (resampled with linear interpolation,
+        threshold 0.5); computed with :func:`compute_brain_mask` when None.
     min_brain_voxels
         Axial slices with fewer brain voxels on the model grid are left out (their maps are zero).
 
@@ -116,9 +117,9 @@ def prepare(
     grid = resample_to_output(img, voxel_sizes=voxel_mm, order=1)
     vol = np.asarray(grid.dataobj, dtype=np.float32)
     if brain is None:
-        mask = compute_brain_mask(vol, grid.header.get_zooms())
+        mask = compute_brain_mask(vol, grid.header.get_zooms(), is_skull_stripped(np.asarray(img.dataobj)))
     else:
-        m = nib.Nifti1Image(np.asarray(brain.dataobj, dtype=np.float32), brain.affine)
+        m = nib.Nifti1Image((np.asarray(brain.dataobj) > 0).astype(np.float32), brain.affine)  # labels/0-255 too
         mask = np.asarray(resample_from_to(m, grid, order=1).dataobj) > 0.5
     if mask.sum() < min_brain_voxels:
         raise InputError("the brain mask is empty on the image's grid (does it belong to this scan?)")
@@ -127,6 +128,9 @@ def prepare(
         raise InputError("the median intensity inside the brain mask is not positive; is this a magnitude image?")
     x = np.where(mask, vol / scale - 1.0, -1.0).astype(np.float32)
     keep = np.flatnonzero(mask.sum((0, 1)) >= min_brain_voxels)
+    if not len(keep):
+        raise InputError(f"no axial slice has {min_brain_voxels} brain voxels at {voxel_mm} mm; is the brain mask "
+                         "(or the image) too small?")
     ij = np.argwhere(mask.any(2))
     centre = (ij.min(0) + ij.max(0)) // 2
     corner = (int(centre[0] - canvas[0] // 2), int(centre[1] - canvas[1] // 2))

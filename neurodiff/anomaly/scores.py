@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..diffusion import Denoiser, sample_ddim, voxel_terms
+from ..errors import InputError
 
 METHODS = ("elbo", "recon")
 POLARITIES = ("both", "hyper", "hypo")
@@ -41,6 +42,9 @@ class ScoreConfig:
     smooth_voxels: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.levels or min(self.levels) < 0 or self.draws < 1 or self.recon_steps_per_100 <= 0:
+            raise ValueError(f"bad score config: levels {self.levels}, draws {self.draws}, "
+                             f"recon_steps_per_100 {self.recon_steps_per_100}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.polarity not in POLARITIES:
@@ -55,6 +59,9 @@ class Reference:
     ----------
     mean, std
         ``(K,)`` per-level mean and standard deviation of the raw maps over healthy brain voxels.
+    scale
+        Mean and standard deviation over healthy voxels of the level-averaged z-scores (re-standardised, so the
+        final score is in healthy standard deviations).
     fpr, threshold
         Voxel false-positive rates and the normalised scores healthy brain voxels exceed at those rates.
     slice_scores, image_scores
@@ -64,6 +71,7 @@ class Reference:
     config: ScoreConfig
     mean: list[float]
     std: list[float]
+    scale: list[float] = field(default_factory=lambda: [0.0, 1.0])
     fpr: list[float] = field(default_factory=list)
     threshold: list[float] = field(default_factory=list)
     slice_scores: list[float] = field(default_factory=list)
@@ -82,7 +90,17 @@ class Reference:
 
     def threshold_at(self, fpr: float) -> float:
         """The normalised score above which a healthy voxel is flagged with probability ``fpr`` (interpolated in
-        log-rate between stored rates)."""
+        log-rate between stored rates).
+
+        Raises
+        ------
+        InputError
+            If ``fpr`` is outside the stored range of rates.
+        """
+        if not self.fpr or not min(self.fpr) <= fpr <= max(self.fpr):
+            lo, hi = (min(self.fpr), max(self.fpr)) if self.fpr else (float("nan"),) * 2
+            raise InputError(f"the false-positive rate must be between {lo:.4g} and {hi:.3g} (the range the healthy "
+                             f"reference covers), got {fpr}")
         f = np.log(np.asarray(self.fpr))
         return float(np.interp(np.log(fpr), f, np.asarray(self.threshold)))
 
@@ -157,10 +175,11 @@ def _smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def normalise(raw: torch.Tensor, ref: Reference) -> torch.Tensor:
-    """Per-level z-scores against the reference, averaged over levels: ``(K, N, 1, H, W)`` -> ``(N, 1, H, W)``."""
+    """Per-level z-scores against the reference, averaged over levels and re-standardised over healthy voxels:
+    ``(K, N, 1, H, W)`` -> ``(N, 1, H, W)`` in healthy standard deviations."""
     mean = torch.tensor(ref.mean, dtype=raw.dtype).view(-1, 1, 1, 1, 1)
     std = torch.tensor(ref.std, dtype=raw.dtype).view(-1, 1, 1, 1, 1)
-    return ((raw - mean) / std).mean(0)
+    return (((raw - mean) / std).mean(0) - ref.scale[0]) / ref.scale[1]
 
 
 def slice_scores(score: torch.Tensor, brain: torch.Tensor, q: float = 0.99) -> np.ndarray:
@@ -179,10 +198,12 @@ def fit_reference(raws: list[torch.Tensor], healthy: list[torch.Tensor], brains:
     """A :class:`Reference` from the raw maps ``(K, N, 1, H, W)`` of reference scans, their healthy-voxel masks
     (brain minus known lesions) and brain masks ``(N, 1, H, W)``.
 
-    Slices with known lesions are left out of the slice scores.
+    Slices with known lesions are left out of the slice scores, and lesion voxels out of the scan scores.
     """
     vals = torch.cat([r[:, h] for r, h in zip(raws, healthy)], 1)
     ref = Reference(config, vals.mean(1).tolist(), vals.std(1).clamp_min(1e-12).tolist())
+    avg = torch.cat([normalise(r, ref)[h] for r, h in zip(raws, healthy)])
+    ref.scale = [float(avg.mean()), float(avg.std().clamp_min(1e-12))]
     z = [normalise(r, ref) for r in raws]
     healthy_z = torch.cat([s[h] for s, h in zip(z, healthy)])
     ref.fpr = FPRS.tolist()
@@ -190,5 +211,5 @@ def fit_reference(raws: list[torch.Tensor], healthy: list[torch.Tensor], brains:
     for s, h, b in zip(z, healthy, brains):
         clean = (h == b).flatten(1).all(1)
         ref.slice_scores += [v for v, c in zip(slice_scores(s, b), clean.tolist()) if c and np.isfinite(v)]
-        ref.image_scores.append(image_score(s, b))
+        ref.image_scores.append(image_score(s, h))  # known lesions left out of the reference scan scores
     return ref

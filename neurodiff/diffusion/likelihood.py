@@ -141,10 +141,10 @@ def voxel_terms(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chosen per-voxel terms of the negative ELBO of ``x0`` ``(B, C, *spatial)``, averaged over ``draws`` noise draws.
 
-    Term ``k`` is the KL of the reverse step from ``timesteps[k]`` to ``timesteps[k] - stride`` of the
-    ``stride``-strided chain (the decoder term for timestep 0), exactly as in :func:`elbo`, so the sum over all
-    chain steps is the per-voxel negative ELBO. Scoring only a range of noise levels (anomaly detection) needs
-    these terms one by one.
+    Term ``k`` is the KL of the reverse step from ``timesteps[k]`` to ``timesteps[k] - stride`` (the decoder term
+    for timestep 0), computed as in :func:`elbo`: for timesteps on the chain ``0, stride, 2 stride, ...`` these are
+    :func:`elbo`'s terms, whose sum plus the prior term is the per-voxel negative ELBO. Scoring only a range of
+    noise levels (anomaly detection) needs these terms one by one.
 
     Returns
     -------
@@ -155,6 +155,8 @@ def voxel_terms(
         than the model expects), in the model's units.
     """
     sched = denoiser.schedule
+    if not timesteps or any(not 0 <= t < sched.steps for t in timesteps) or draws < 1:
+        raise ValueError(f"timesteps must be in 0..{sched.steps - 1} and draws >= 1, got {timesteps}, {draws}")
     ac = sched.alphas_cumprod
     b = x0.shape[0]
     terms = torch.zeros((len(timesteps),) + x0.shape, dtype=x0.dtype, device=x0.device)

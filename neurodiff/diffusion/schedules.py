@@ -101,6 +101,8 @@ class NoiseSchedule:
         """``n`` evenly spaced timesteps from ``start`` (default ``T-1``) down to ``0`` (int64), for few-step
         samplers."""
         start = self.steps - 1 if start is None else start
+        if not 0 <= start < self.steps:
+            raise ValueError(f"start must be in 0..{self.steps - 1}, got {start}")
         if not 1 <= n <= start + 1:
             raise ValueError(f"steps must be in 1..{start + 1}, got {n}")
         return torch.linspace(start, 0, n, dtype=torch.float64).round().long()

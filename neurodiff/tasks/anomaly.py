@@ -26,7 +26,7 @@ from ..anomaly.data import lesion_on_canvas
 from ..anomaly.preprocess import Prepared, is_skull_stripped, prepare, to_input
 from ..anomaly.scores import METHODS, Reference, ScoreConfig, fit_reference, image_score, normalise, raw_maps, slice_scores
 from ..errors import InputError, ModelError
-from ..io import ImageRecord, load_image, load_nifti
+from ..io import ImageRecord, atomic_path, load_image, load_nifti
 from ..io.bids import split_extension
 from ..weights import MODELS_DIR, Model, load_model, shipped_models
 from .common import resolve_device
@@ -44,7 +44,8 @@ class AnomalyResult:
     score
         ``(X, Y, Z)`` float32 anomaly score in healthy standard deviations (0 outside the brain / scored slices).
     mask
-        ``(X, Y, Z)`` bool: score above ``threshold`` inside the brain.
+        ``(X, Y, Z)`` bool: score above ``threshold`` inside the brain, decided on the model grid (where the
+        threshold was calibrated) and resampled to the input grid.
     brain
         ``(X, Y, Z)`` bool brain mask used.
     threshold
@@ -95,8 +96,8 @@ def _anomaly_model(name: str, device: torch.device) -> Model:
 def _reference(model: Model, method: str | None) -> Reference:
     refs = model.card.get("reference") or {}
     method = method or refs.get("default")
-    if method not in refs:
-        have = ", ".join(k for k in refs if k != "default") or "none"
+    if method not in refs or method not in METHODS:
+        have = ", ".join(k for k in refs if k in METHODS) or "none"
         raise ModelError(f"model {model.name} has no healthy reference for method {method!r} (has: {have}); build "
                          "one with `neurodiff anomaly calibrate`")
     return Reference.from_dict(refs[method])
@@ -151,8 +152,8 @@ def detect(
         ``"elbo"`` or ``"recon"``; default the model's best (recorded in its card).
     """
     t0 = time.time()
-    if not 0 < fpr < 0.5:
-        raise InputError(f"--fpr must be between 0 and 0.5, got {fpr}")
+    if not 0 < fpr < 1:
+        raise InputError(f"--fpr must be between 0 and 1, got {fpr}")
     name = contrast_model(image if not isinstance(image, nib.Nifti1Image) else None, contrast, model)
     data, record = load_image(image, ndim=(3,))
     if not np.any(data):
@@ -164,20 +165,22 @@ def detect(
     dev = resolve_device(device)
     mdl = _anomaly_model(name, dev)
     ref = _reference(mdl, method)
+    thr = ref.threshold_at(fpr)  # checks the rate before any work
     prep = _prepare(mdl, img, brain_img)
     gen = torch.Generator(device=dev).manual_seed(seed)
     raw = raw_maps(mdl.denoiser, prep.x.to(dev), ref.config, generator=gen, progress=progress).cpu()
     z = normalise(raw, ref) * prep.brain
-    thr = ref.threshold_at(fpr)
     flagged = (z > thr) & prep.brain
     per_slice = slice_scores(z, prep.brain)
     canvas_z = z[:, 0].numpy()
     score = to_input(canvas_z, prep, img)
     brain = to_input(prep.brain[:, 0].numpy().astype(np.float32), prep, img) > 0.5
     score = np.where(brain, score, 0.0).astype(np.float32)
+    # thresholded where the threshold was calibrated (model grid), then brought back like a mask
+    mask = (to_input(flagged[:, 0].numpy().astype(np.float32), prep, img) > 0.5) & brain
     img_score = image_score(z, prep.brain)
     return AnomalyResult(
-        score=score, mask=(score > thr) & brain, brain=brain, threshold=thr, image_score=img_score,
+        score=score, mask=mask, brain=brain, threshold=thr, image_score=img_score,
         image_percentile=ref.percentile(img_score), record=record,
         slices=_slice_table(prep, record, per_slice, flagged.flatten(1).sum(1).numpy(), ref),
         params={"model": mdl.name, "method": ref.config.method, "levels": list(ref.config.levels),
@@ -253,8 +256,12 @@ def calibrate(
                          "scans": [str(p) for p in references]}
     src = MODELS_DIR / name if name in shipped_models() else Path(name).with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src.with_suffix(".safetensors"), out.with_suffix(".safetensors"))
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    weights = out.with_suffix(".safetensors")
+    if not (weights.exists() and weights.samefile(src.with_suffix(".safetensors"))):  # recalibrating in place
+        with atomic_path(weights) as tmp:
+            shutil.copyfile(src.with_suffix(".safetensors"), tmp)
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
     return out.with_suffix(".json")
 
 

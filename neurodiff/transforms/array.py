@@ -82,7 +82,7 @@ class AnomalyScore(Transform):
     """Per-voxel anomaly score of a channel-first brain volume ``(1, X, Y, Z)`` under a healthy-anatomy model.
 
     The volume's geometry comes from its ``affine`` (a MONAI ``MetaTensor`` from ``LoadImage``) or the ``affine``
-    argument. ``__call__(img, brain=None) -> score``: ``(1, X, Y, Z)`` in healthy-reference standard deviations,
+    argument (required for a plain tensor); a brain mask ``(1, ...)`` may be on its own grid (its ``affine``). ``__call__(img, brain=None) -> score``: ``(1, X, Y, Z)`` in healthy-reference standard deviations,
     a ``MetaTensor`` carrying the input's metadata when the input is one.
     """
 
@@ -99,8 +99,11 @@ class AnomalyScore(Transform):
         x = torch.as_tensor(img)
         if x.ndim != 4 or x.shape[0] != 1:
             raise ValueError(f"expected a channel-first (1, X, Y, Z) volume, got shape {tuple(x.shape)}")
-        aff = np.asarray(affine if affine is not None else getattr(img, "affine", np.eye(4)), dtype=float)
-        vol = nib.Nifti1Image(x[0].float().numpy(), aff)
-        mask = None if brain is None else nib.Nifti1Image(torch.as_tensor(brain)[0].float().numpy(), aff)
+        if affine is None and not hasattr(img, "affine"):
+            raise ValueError("a plain tensor has no geometry: pass affine= (voxel to world, mm)")
+        aff = np.asarray(affine if affine is not None else img.affine, dtype=float)
+        vol = nib.Nifti1Image(x[0].detach().float().cpu().numpy(), aff)
+        b_aff = np.asarray(getattr(brain, "affine", aff), dtype=float)
+        mask = None if brain is None else nib.Nifti1Image(torch.as_tensor(brain)[0].float().cpu().numpy(), b_aff)
         score = torch.from_numpy(detect(vol, brain_mask=mask, **self.kwargs).score)[None]
         return MetaTensor(score, meta=dict(img.meta)) if isinstance(img, MetaTensor) else score

@@ -6,6 +6,7 @@ import torch
 
 from neurodiff.anomaly.metrics import dice, slice_auroc, voxel_metrics
 from neurodiff.anomaly.scores import Reference, ScoreConfig, finish, fit_reference, normalise
+from neurodiff.errors import InputError
 
 
 def test_reference_thresholds_hold_their_false_positive_rate():
@@ -16,13 +17,15 @@ def test_reference_thresholds_hold_their_false_positive_rate():
     brains = [torch.ones(6, 1, 16, 16, dtype=torch.bool) for _ in range(2)]
     ref = fit_reference(raws, brains, brains, cfg)
     z = torch.cat([normalise(r, ref) for r in raws])
-    assert abs(float(z.mean())) < 1e-4
+    assert abs(float(z.mean())) < 1e-4 and float(z.std()) == pytest.approx(1, abs=1e-3)  # healthy SDs
     fresh = normalise(torch.rand(3, 40, 1, 16, 16, generator=g) ** 2 * scale, ref)
     for fpr in (0.01, 0.05):
         assert float((fresh > ref.threshold_at(fpr)).float().mean()) == pytest.approx(fpr, rel=0.35)
     back = Reference.from_dict(ref.to_dict())
     assert back.config == cfg and back.threshold_at(0.01) == ref.threshold_at(0.01)
     assert ref.percentile(max(ref.image_scores) + 1) == 100.0
+    with pytest.raises(InputError, match="false-positive rate"):
+        ref.threshold_at(0.9)
 
 
 def test_polarity_keeps_one_sign():
@@ -40,6 +43,8 @@ def test_config_rejects_unknown_choices():
         ScoreConfig(method="magic")
     with pytest.raises(ValueError):
         ScoreConfig(polarity="up")
+    with pytest.raises(ValueError):
+        ScoreConfig(draws=0)
 
 
 def test_voxel_metrics_perfect_random_and_threshold():
