@@ -143,15 +143,16 @@ def main() -> None:
     rows, refs = [], {}
     for name, cfg in variants.items():
         ref = fit_reference([scored(name, s["id"]) for s in ref_s],
-                            [s["prep"].brain & ~s["lesion_dilated"] for s in ref_s], [s["prep"].brain for s in ref_s], cfg)
+                            [s["prep"].brain & ~s["lesion_dilated"] for s in ref_s], [s["prep"].brain for s in ref_s],
+                            [s["prep"].depth for s in ref_s], cfg)
         refs[name] = ref
         thr = ref.threshold_at(a.fpr)
         for split, subs in (("validation", ref_s), ("test", test_s)):
-            z = [normalise(scored(name, s["id"]), ref) * s["prep"].brain for s in subs]
+            z = [normalise(scored(name, s["id"]), ref, s["prep"].depth) * s["prep"].brain for s in subs]
             rows.append({"method": name, "split": split, "lesions": "WMH", **evaluate(
                 torch.cat(z), torch.cat([s["lesion"] for s in subs]), torch.cat([s["prep"].brain for s in subs]),
                 torch.zeros_like(torch.cat([s["lesion"] for s in subs])), thr)})
-        z = [normalise(scored(name, ("syn", s["id"])), ref) * s["prep"].brain[idx]
+        z = [normalise(scored(name, ("syn", s["id"])), ref, s["prep"].depth[idx]) * s["prep"].brain[idx]
              for s, (_, _, idx) in zip(test_s, syn)]
         rows.append({"method": name, "split": "test", "lesions": "synthetic", **evaluate(
             torch.cat(z), torch.cat([t for _, t, _ in syn]), torch.cat([s["prep"].brain[idx] for s, (_, _, idx) in zip(test_s, syn)]),
@@ -214,7 +215,8 @@ def stroke_figure(path: Path, model: str) -> None:
     res = detect(path, model=model, device="cpu")
     scan = nib.load(path)
     display = plotting.anomaly_overlay(scan, nib.Nifti1Image(res.score, scan.affine), res.threshold,
-                                       title=f"niivue stroke FLAIR: score > {res.threshold:.2f} (fpr 0.01)")
+                                       title=f"niivue stroke FLAIR: score > {res.threshold:.2f} (fpr 0.01)",
+                                       cut_coords=[-2, 10, 18, 26, 34])  # through the stroke (around z = 24 mm)
     out = Path(__file__).parents[1] / "docs" / "images" / "anomaly_stroke.png"
     display.savefig(str(out), dpi=110)
     display.close()

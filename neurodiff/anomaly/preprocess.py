@@ -30,6 +30,10 @@ class Prepared:
         ``(N, 1, H, W)`` float32 axial slices, ``image / brain median - 1`` inside the brain, -1 outside.
     brain
         ``(N, 1, H, W)`` bool brain mask on the canvas.
+    depth
+        ``(N, 1, H, W)`` float32 distance in mm from each brain voxel to the nearest voxel outside the brain, in 3D
+        on the model grid (0 outside): healthy statistics differ near the brain's edge, so the reference is kept per
+        depth.
     slices
         ``(N,)`` indices of these slices along the third (superior) axis of ``grid``.
     grid
@@ -42,6 +46,7 @@ class Prepared:
 
     x: torch.Tensor
     brain: torch.Tensor
+    depth: torch.Tensor
     slices: np.ndarray
     grid: nib.Nifti1Image
     corner: tuple[int, int]
@@ -136,7 +141,10 @@ def prepare(
     corner = (int(centre[0] - canvas[0] // 2), int(centre[1] - canvas[1] // 2))
     xs = to_canvas(x[..., keep], corner, canvas, fill=-1.0)
     ms = to_canvas(mask[..., keep].astype(np.float32), corner, canvas, fill=0.0) > 0.5
-    return Prepared(torch.from_numpy(xs)[:, None], torch.from_numpy(ms)[:, None], keep, grid, corner, scale)
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=voxel_mm)[1:-1, 1:-1, 1:-1]
+    ds = to_canvas(depth[..., keep].astype(np.float32), corner, canvas, fill=0.0)
+    return Prepared(torch.from_numpy(xs)[:, None], torch.from_numpy(ms)[:, None], torch.from_numpy(ds)[:, None], keep,
+                    grid, corner, scale)
 
 
 def to_canvas(vol: np.ndarray, corner: tuple[int, int], canvas: tuple[int, int], fill: float) -> np.ndarray:

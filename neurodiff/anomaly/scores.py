@@ -8,8 +8,10 @@ Two scores, each a stack of maps over noise levels ``t``:
   al. 2023), a deterministic DDIM run back to ``t = 0``.
 
 Raw terms are not comparable across levels and are known to mislead (simple regions look likely, Nalisnick et al.
-2019). Each level is therefore z-scored against the same level's values in healthy reference voxels, the levels
-are averaged, and the result is in units of healthy standard deviations. ``polarity="hyper"`` counts only voxels
+2019); near the brain's edge (cortex against the background, the first and last slices) even a healthy brain is
+hard to predict. Each level is therefore z-scored against the same level's values in healthy reference voxels at the
+same depth below the brain surface (bins of :data:`DEPTH_BINS_MM`), the levels are averaged, and the result is
+re-standardised into units of healthy standard deviations. ``polarity="hyper"`` counts only voxels
 brighter than the model expects (hyperintense lesions on FLAIR), ``"hypo"`` darker, ``"both"`` either.
 """
 
@@ -28,6 +30,7 @@ from ..errors import InputError
 METHODS = ("elbo", "recon")
 POLARITIES = ("both", "hyper", "hypo")
 FPRS = np.logspace(-4, -0.5, 36)  # voxel false-positive rates at which healthy-score quantiles are stored
+DEPTH_BINS_MM = (2.0, 4.0, 6.0, 10.0)  # edges of the depth bins (mm below the brain surface) of the reference
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class Reference:
     Attributes
     ----------
     mean, std
-        ``(K,)`` per-level mean and standard deviation of the raw maps over healthy brain voxels.
+        ``(K, D)`` per-level, per-depth-bin mean and standard deviation of the raw maps over healthy brain voxels.
     scale
         Mean and standard deviation over healthy voxels of the level-averaged z-scores (re-standardised, so the
         final score is in healthy standard deviations).
@@ -69,8 +72,8 @@ class Reference:
     """
 
     config: ScoreConfig
-    mean: list[float]
-    std: list[float]
+    mean: list[list[float]]
+    std: list[list[float]]
     scale: list[float] = field(default_factory=lambda: [0.0, 1.0])
     fpr: list[float] = field(default_factory=list)
     threshold: list[float] = field(default_factory=list)
@@ -174,11 +177,17 @@ def _smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return m.reshape(maps.shape)
 
 
-def normalise(raw: torch.Tensor, ref: Reference) -> torch.Tensor:
-    """Per-level z-scores against the reference, averaged over levels and re-standardised over healthy voxels:
-    ``(K, N, 1, H, W)`` -> ``(N, 1, H, W)`` in healthy standard deviations."""
-    mean = torch.tensor(ref.mean, dtype=raw.dtype).view(-1, 1, 1, 1, 1)
-    std = torch.tensor(ref.std, dtype=raw.dtype).view(-1, 1, 1, 1, 1)
+def depth_bins(depth: torch.Tensor) -> torch.Tensor:
+    """Depth-bin index (int64, same shape) of depths in mm (see :data:`DEPTH_BINS_MM`)."""
+    return torch.bucketize(depth.contiguous(), torch.tensor(DEPTH_BINS_MM, dtype=depth.dtype))
+
+
+def normalise(raw: torch.Tensor, ref: Reference, depth: torch.Tensor) -> torch.Tensor:
+    """Per-level z-scores against the reference at each voxel's depth, averaged over levels and re-standardised over
+    healthy voxels: raw ``(K, N, 1, H, W)``, depth ``(N, 1, H, W)`` mm -> ``(N, 1, H, W)`` healthy SDs."""
+    b = depth_bins(depth)
+    mean = torch.tensor(ref.mean, dtype=raw.dtype)[:, b]
+    std = torch.tensor(ref.std, dtype=raw.dtype)[:, b]
     return (((raw - mean) / std).mean(0) - ref.scale[0]) / ref.scale[1]
 
 
@@ -194,17 +203,23 @@ def image_score(score: torch.Tensor, brain: torch.Tensor, q: float = 0.99) -> fl
 
 
 def fit_reference(raws: list[torch.Tensor], healthy: list[torch.Tensor], brains: list[torch.Tensor],
-                  config: ScoreConfig) -> Reference:
+                  depths: list[torch.Tensor], config: ScoreConfig) -> Reference:
     """A :class:`Reference` from the raw maps ``(K, N, 1, H, W)`` of reference scans, their healthy-voxel masks
-    (brain minus known lesions) and brain masks ``(N, 1, H, W)``.
+    (brain minus known lesions), brain masks and depths ``(N, 1, H, W)``.
 
     Slices with known lesions are left out of the slice scores, and lesion voxels out of the scan scores.
     """
     vals = torch.cat([r[:, h] for r, h in zip(raws, healthy)], 1)
-    ref = Reference(config, vals.mean(1).tolist(), vals.std(1).clamp_min(1e-12).tolist())
-    avg = torch.cat([normalise(r, ref)[h] for r, h in zip(raws, healthy)])
+    bins = torch.cat([depth_bins(d[h]) for d, h in zip(depths, healthy)])
+    mean, std = [], []
+    for k in range(len(DEPTH_BINS_MM) + 1):
+        v = vals[:, bins == k] if (bins == k).sum() > 100 else vals  # a (nearly) empty bin falls back to all voxels
+        mean.append(v.mean(1))
+        std.append(v.std(1).clamp_min(1e-12))
+    ref = Reference(config, torch.stack(mean, 1).tolist(), torch.stack(std, 1).tolist())
+    avg = torch.cat([normalise(r, ref, d)[h] for r, h, d in zip(raws, healthy, depths)])
     ref.scale = [float(avg.mean()), float(avg.std().clamp_min(1e-12))]
-    z = [normalise(r, ref) for r in raws]
+    z = [normalise(r, ref, d) for r, d in zip(raws, depths)]
     healthy_z = torch.cat([s[h] for s, h in zip(z, healthy)])
     ref.fpr = FPRS.tolist()
     ref.threshold = np.quantile(healthy_z.numpy(), 1 - FPRS).tolist()

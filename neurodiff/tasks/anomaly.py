@@ -169,7 +169,7 @@ def detect(
     prep = _prepare(mdl, img, brain_img)
     gen = torch.Generator(device=dev).manual_seed(seed)
     raw = raw_maps(mdl.denoiser, prep.x.to(dev), ref.config, generator=gen, progress=progress).cpu()
-    z = normalise(raw, ref) * prep.brain
+    z = normalise(raw, ref, prep.depth) * prep.brain
     flagged = (z > thr) & prep.brain
     per_slice = slice_scores(z, prep.brain)
     canvas_z = z[:, 0].numpy()
@@ -249,7 +249,8 @@ def calibrate(
                                  progress=None if progress is None else
                                  (lambda d, n, base=done: progress(base + d, total))).cpu())
             done += len(p.x)
-        refs[cfg.method] = fit_reference(raws, healthy, [p.brain for p in preps], cfg).to_dict()
+        refs[cfg.method] = fit_reference(raws, healthy, [p.brain for p in preps], [p.depth for p in preps],
+                                         cfg).to_dict()
     card = dict(mdl.card)
     card["name"] = out.name
     card["reference"] = {"default": default, **refs,

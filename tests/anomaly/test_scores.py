@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from neurodiff.anomaly.metrics import dice, slice_auroc, voxel_metrics
-from neurodiff.anomaly.scores import Reference, ScoreConfig, finish, fit_reference, normalise
+from neurodiff.anomaly.scores import DEPTH_BINS_MM, Reference, ScoreConfig, finish, fit_reference, normalise
 from neurodiff.errors import InputError
 
 
@@ -13,12 +13,16 @@ def test_reference_thresholds_hold_their_false_positive_rate():
     g = torch.Generator().manual_seed(0)
     cfg = ScoreConfig(levels=(10, 100, 500), smooth_voxels=0)
     scale = torch.tensor([1.0, 5.0, 50.0]).view(3, 1, 1, 1, 1)  # levels on very different scales
-    raws = [torch.rand(3, 6, 1, 16, 16, generator=g) ** 2 * scale for _ in range(2)]
-    brains = [torch.ones(6, 1, 16, 16, dtype=torch.bool) for _ in range(2)]
-    ref = fit_reference(raws, brains, brains, cfg)
-    z = torch.cat([normalise(r, ref) for r in raws])
+    raws = [torch.rand(3, 30, 1, 16, 16, generator=g) ** 2 * scale for _ in range(2)]
+    brains = [torch.ones(30, 1, 16, 16, dtype=torch.bool) for _ in range(2)]
+    depth = torch.tensor([1.0, 3, 5, 8, 12, 12] * 5).view(30, 1, 1, 1).expand(30, 1, 16, 16)  # every depth bin
+    raws = [r * (1 + depth) for r in raws]  # deeper voxels score higher when healthy: the bins must absorb it
+    ref = fit_reference(raws, brains, brains, [depth, depth], cfg)
+    assert len(ref.mean[0]) == len(DEPTH_BINS_MM) + 1
+    z = torch.cat([normalise(r, ref, depth) for r in raws])
+    assert abs(float(z[:6].mean() - z[-6:].mean())) < 0.2 and abs(float(z[5::6].mean() - z[0::6].mean())) < 0.3
     assert abs(float(z.mean())) < 1e-4 and float(z.std()) == pytest.approx(1, abs=1e-3)  # healthy SDs
-    fresh = normalise(torch.rand(3, 40, 1, 16, 16, generator=g) ** 2 * scale, ref)
+    fresh = normalise(torch.rand(3, 30, 1, 16, 16, generator=g) ** 2 * scale * (1 + depth), ref, depth)
     for fpr in (0.01, 0.05):
         assert float((fresh > ref.threshold_at(fpr)).float().mean()) == pytest.approx(fpr, rel=0.35)
     back = Reference.from_dict(ref.to_dict())

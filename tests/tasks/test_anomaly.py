@@ -88,3 +88,20 @@ def test_cli_calibrate_then_use(untrained_anomaly_model, tmp_path):
     assert card["reference"]["default"] == "elbo" and card["reference"]["scans"] == [str(STROKE)]
     res = detect(STROKE, model=str(stem), device="cpu")
     assert np.isfinite(res.score).all()
+
+
+def test_shipped_flair_model_flags_the_stroke():
+    """The shipped FLAIR model on the shipped example: the hyperintense stroke (left posterior, around scanner
+    (-20, -36, 24) mm) scores far above the mirror region of the other hemisphere."""
+    res = detect(STROKE, contrast="flair", device="cpu")
+    img = nib.load(STROKE)
+    ijk = np.indices(img.shape).reshape(3, -1)
+    xyz = (img.affine @ np.vstack([ijk, np.ones(ijk.shape[1])]))[:3].T.reshape(img.shape + (3,))
+
+    def ball(centre):
+        return (np.linalg.norm(xyz - np.array(centre), axis=-1) < 8) & res.brain
+
+    lesion, mirror = ball((-20, -36, 24)), ball((20, -36, 24))
+    assert res.score[lesion].mean() > res.score[mirror].mean() + 2
+    assert res.mask[lesion].mean() > 5 * max(res.mask[mirror].mean(), 0.01)
+    assert res.image_percentile == 100  # more anomalous than every healthy reference scan
