@@ -7,8 +7,8 @@ polarity and the default method are chosen; subjects 13-16 are the test set. Eve
 
 Methods: ``elbo`` (per-voxel negative-ELBO terms over noise levels), ``recon`` (partial noising + DDIM
 reconstruction error, Graham et al. 2023), each with polarity ``both`` and one-sided (``hyper`` on FLAIR, ``hypo``
-on T1) and over several ranges of noise levels (low / mid / high / top / all), all z-scored per level against the
-reference; and the trivial baseline: intensity z-scored inside the brain
+on T1), over several ranges of noise levels (low / mid / high / top / all) and (one-sided) in-plane smoothing of 0, 1
+(no suffix) or 2 voxels (``-s0``, ``-s2``), all z-scored per level and depth against the reference; and the trivial baseline: intensity z-scored inside the brain
 (sign by contrast), thresholded at the same reference false-positive rate (Meissen et al. 2021).
 
 Metrics over brain voxels: AUROC, AUPRC, best Dice (over thresholds), Dice and FPR at the threshold calibrated to
@@ -114,8 +114,10 @@ def main() -> None:
              "recon": ScoreConfig(method="recon", levels=(100, 200, 300, 400, 600, 800))}
     ranges = {"elbo": {"all": (0, 800), "low": (0, 100), "mid": (100, 300), "high": (300, 600), "top": (600, 800)},
               "recon": {"all": (0, 800), "low": (0, 200), "high": (300, 400), "top": (600, 800)}}
-    variants = {f"{m}-{p}-{r}": replace(c, polarity=p, levels=tuple(t for t in c.levels if lo <= t <= hi))
-                for m, c in bases.items() for p in ("both", one_sided) for r, (lo, hi) in ranges[m].items()}
+    variants = {f"{m}-{p}-{r}" + ("" if sm == 1.0 else f"-s{sm:g}"):
+                replace(c, polarity=p, levels=tuple(t for t in c.levels if lo <= t <= hi), smooth_voxels=sm)
+                for m, c in bases.items() for p in ("both", one_sided) for r, (lo, hi) in ranges[m].items()
+                for sm in ((0.0, 1.0, 2.0) if p == one_sided else (1.0,))}
     ref_s = [subject(a.data, a.contrast, i, model) for i in REF]
     test_s = [subject(a.data, a.contrast, i, model) for i in TEST]
     rng = np.random.default_rng(a.seed)
