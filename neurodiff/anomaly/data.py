@@ -8,18 +8,16 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 import torch
-from nibabel.processing import resample_from_to
 from scipy import ndimage
 
 from ..diffusion.training import Batch
-from .preprocess import Prepared, prepare, to_canvas
+from .preprocess import Prepared, mask_on_grid, prepare, to_canvas
 
 
 def lesion_on_canvas(lesion: nib.Nifti1Image, prep: Prepared, *, dilate_mm: float = 2.0) -> torch.Tensor:
-    """A lesion mask (non-zero = lesion; any grid; linear interpolation, threshold 0.5) as ``(N, 1, H, W)`` bool on ``prep``'s canvas,
-    dilated by ``dilate_mm``."""
-    m = nib.Nifti1Image((np.asarray(lesion.dataobj) > 0).astype(np.float32), lesion.affine)
-    vol = np.asarray(resample_from_to(m, prep.grid, order=1).dataobj) > 0.5
+    """A lesion mask (non-zero = lesion; any grid, see :func:`mask_on_grid`) as ``(N, 1, H, W)`` bool on ``prep``'s
+    canvas, dilated by ``dilate_mm``."""
+    vol = mask_on_grid(lesion, prep.grid)
     vox = float(prep.grid.header.get_zooms()[0])
     if dilate_mm >= vox:
         vol = ndimage.binary_dilation(vol, iterations=int(dilate_mm // vox))

@@ -94,6 +94,13 @@ def _ellipsoid(radius: np.ndarray) -> np.ndarray:
     return sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radius)) <= 1
 
 
+def mask_on_grid(mask: nib.Nifti1Image, grid: nib.Nifti1Image) -> np.ndarray:
+    """A mask (non-zero = inside; labels and 0-255 masks too) on another image's grid: bool ``grid.shape``, by
+    linear interpolation of the binary mask and a 0.5 threshold."""
+    m = nib.Nifti1Image((np.asarray(mask.dataobj) > 0).astype(np.float32), mask.affine)
+    return np.asarray(resample_from_to(m, grid, order=1).dataobj) > 0.5
+
+
 def prepare(
     img: nib.Nifti1Image,
     brain: nib.Nifti1Image | None = None,
@@ -124,8 +131,7 @@ def prepare(
     if brain is None:
         mask = compute_brain_mask(vol, grid.header.get_zooms(), is_skull_stripped(np.asarray(img.dataobj)))
     else:
-        m = nib.Nifti1Image((np.asarray(brain.dataobj) > 0).astype(np.float32), brain.affine)  # labels/0-255 too
-        mask = np.asarray(resample_from_to(m, grid, order=1).dataobj) > 0.5
+        mask = mask_on_grid(brain, grid)
     if mask.sum() < min_brain_voxels:
         raise InputError("the brain mask is empty on the image's grid (does it belong to this scan?)")
     scale = float(np.median(vol[mask]))
