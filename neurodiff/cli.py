@@ -125,7 +125,7 @@ def info() -> None:
 @handled
 def recon(
     input: Path = typer.Argument(..., help="Image NIfTI (2D/3D, magnitude or complex) to undersample "
-                                 "retrospectively, or measured k-space: .dat (Siemens twix), .h5 (fastMRI), "
+                                 "retrospectively, or measured k-space: .dat (Siemens twix), .h5 (fastMRI or ISMRMRD), "
                                  ".cfl (BART)."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o",
                                            help="Output folder [default: the input's folder]."),

@@ -1,4 +1,4 @@
-"""Readers of measured k-space: Siemens twix, fastMRI HDF5, BART cfl, complex NIfTI; a BART cfl writer.
+"""Readers of measured k-space: Siemens twix, fastMRI and ISMRMRD HDF5, BART cfl, complex NIfTI; a cfl writer.
 
 Every reader returns :class:`KSpace` with data of shape ``(S, C, H, W)`` = (slices, coils, phase-encode,
 readout), complex64, centred (DC at ``(H // 2, W // 2)``, see :mod:`neurodiff.mri.fft`).
@@ -34,7 +34,7 @@ class KSpace:
     affine : ndarray, shape (4, 4), or None
         Voxel-to-world (RAS+, mm) affine of the image, when the file records one (NIfTI only).
     source : str
-        Format read: ``"twix"``, ``"fastmri"``, ``"bart"`` or ``"nifti"``.
+        Format read: ``"twix"``, ``"fastmri"``, ``"ismrmrd"``, ``"bart"`` or ``"nifti"``.
     """
 
     data: np.ndarray
@@ -49,7 +49,7 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
     Parameters
     ----------
     path : str or PathLike
-        ``.dat`` (Siemens twix, needs ``pip install neurodiff[raw]``), ``.h5`` (fastMRI), ``.cfl``/``.hdr``
+        ``.dat`` (Siemens twix, needs ``pip install neurodiff[raw]``), ``.h5`` (fastMRI or ISMRMRD), ``.cfl``/``.hdr``
         (BART pair) or ``.nii``/``.nii.gz`` (complex NIfTI with axes ``(H, W[, S][, C])``).
 
     Returns
@@ -68,7 +68,13 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
       (so images are transposed relative to fastMRI's). Its centring is the same as ours (fastMRI's
       ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept; a
       file whose k-space peak lies in a corner (uncentred) is rejected. Readout oversampling is removed when
-      ``ismrmrd_header`` gives a smaller recon than encoded matrix. ISMRMRD raw HDF5 is not supported yet.
+      ``ismrmrd_header`` gives a smaller recon than encoded matrix.
+    - ISMRMRD HDF5 (``/dataset/data`` + ``/dataset/xml``, e.g. from ``siemens_to_ismrmrd``): Cartesian 2D
+      imaging lines only (noise, navigator, phase-correction, feedback and dummy scans dropped; reversed lines
+      flipped), placed by ``kspace_encode_step_1`` with the header's ``encodingLimits`` centre on ``H // 2`` and
+      ``center_sample`` on ``W // 2``, averages and repetitions averaged; separately acquired calibration
+      lines fill only lines the imaging scan skipped; readout oversampling removed when ``reconSpace`` is
+      smaller than ``encodedSpace``. 3D, multi-contrast/-phase/-set and non-Cartesian data raise.
     - BART: dims ``[RO, PE1, PE2, COIL, ..., SLICE (13)]``; ``PE2 > 1`` (3D) and other non-singleton dims raise.
     """
     p = Path(path)
@@ -88,7 +94,7 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
     if name.endswith(".dat"):
         return _read_twix(p)
     raise InputError(
-        f"unknown k-space format {p.name!r}: use .dat (twix), .h5 (fastMRI), .cfl/.hdr (BART) or .nii[.gz]"
+        f"unknown k-space format {p.name!r}: use .dat (twix), .h5 (fastMRI, ISMRMRD), .cfl/.hdr (BART) or .nii[.gz]"
     )
 
 
@@ -143,6 +149,43 @@ def _crop_readout(k: np.ndarray, n: int) -> np.ndarray:
     return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1)
 
 
+def _assemble(data: np.ndarray, slc: np.ndarray, lin: np.ndarray, centre_lin: int, centre_col: int,
+              fill: np.ndarray | None = None) -> np.ndarray:
+    """Place readout lines into centred k-space ``(S, C, H, W)``.
+
+    Parameters
+    ----------
+    data : ndarray, shape (N, C, n_samples), complex
+        Readout lines, already in forward readout order.
+    slc, lin : ndarray, shape (N,), int
+        Slice and phase-encode line index of each line.
+    centre_lin, centre_col : int
+        Line index and readout sample of k-space centre; padding puts them on ``H // 2`` and ``W // 2``
+        (partial Fourier and asymmetric echoes are zero-filled).
+    fill : ndarray, shape (N,), bool, optional
+        Lines used only where no other line lands (separately acquired calibration lines).
+
+    Returns
+    -------
+    ndarray, shape (S, C, H, W), complex128
+        Lines sharing ``(slice, line)`` (averages, repetitions) averaged.
+    """
+    fill = np.zeros(len(data), dtype=bool) if fill is None else fill
+    nlin = 2 * max(centre_lin, int(lin.max()) + 1 - centre_lin)
+    nslc, (_, ncoil, ncol) = int(slc.max()) + 1, data.shape
+    out = []
+    for part in (~fill, fill):
+        total = np.zeros((nslc, ncoil, nlin, ncol), dtype=np.complex128)
+        count = np.zeros((nslc, nlin))
+        rows = lin[part] + nlin // 2 - centre_lin
+        np.add.at(total, (slc[part], slice(None), rows), data[part])
+        np.add.at(count, (slc[part], rows), 1)
+        out.append((total / np.maximum(count, 1)[:, None, :, None], count))
+    (k, count), (k_fill, _) = out
+    k = np.where((count > 0)[:, None, :, None], k, k_fill)
+    return np.pad(k, [(0, 0)] * 3 + [(max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol))])
+
+
 def _read_twix(path: Path) -> KSpace:
     try:
         import twixtools
@@ -156,18 +199,9 @@ def _read_twix(path: Path) -> KSpace:
     for counter in ("cPar", "cEco", "cPhs", "cSet"):
         if any(getattr(m, counter) for m in lines):
             raise InputError(f"{path.name}: 3D, multi-echo, -phase or -set twix data ({counter} > 0) not supported yet")
-    ncoil, ncol = lines[0].data.shape
-    centre_lin, centre_col = int(lines[0].mdh.CenterLin), int(lines[0].mdh.CenterCol)
-    nlin = max(max(m.cLin for m in lines) + 1, 2 * centre_lin)
-    nslc = max(m.cSlc for m in lines) + 1
-    total = np.zeros((nslc, ncoil, nlin, ncol), dtype=np.complex128)
-    count = np.zeros((nslc, nlin))
-    for m in lines:
-        total[m.cSlc, :, m.cLin] += m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data
-        count[m.cSlc, m.cLin] += 1
-    data = total / np.maximum(count, 1)[:, None, :, None]
-    # asymmetric echo: zero-pad the readout so that CenterCol lands on W // 2
-    data = np.pad(data, [(0, 0)] * 3 + [(max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol))])
+    data = np.stack([m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data for m in lines])
+    data = _assemble(data, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
+                     int(lines[0].mdh.CenterLin), int(lines[0].mdh.CenterCol))
     hdr = meas["hdr"]
     oversampling = float(hdr["Meas"].get("flReadoutOSFactor", 1.0) or 1.0)
     data = _crop_readout(data, int(round(data.shape[-1] / oversampling)))
@@ -186,9 +220,11 @@ def _read_h5(path: Path) -> KSpace:
         raise InputError("reading .h5 k-space needs h5py: pip install neurodiff[raw]") from None
     with h5py.File(path, "r") as f:
         if "kspace" not in f:
-            if "dataset" in f and "data" in f["dataset"]:
-                raise InputError("ISMRMRD raw HDF5 is not supported yet; convert it to BART .cfl or fastMRI .h5")
-            raise InputError(f"{path.name} has no 'kspace' dataset (expected a fastMRI file)")
+            groups = [g for g in f.values() if isinstance(g, h5py.Group) and "data" in g
+                      and g["data"].dtype.names is not None and "head" in g["data"].dtype.names]
+            if groups:
+                return _read_ismrmrd(groups[0], path.name)
+            raise InputError(f"{path.name} has neither a 'kspace' dataset (fastMRI) nor ISMRMRD acquisitions")
         k = np.asarray(f["kspace"][()])
         header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
     if k.ndim == 3:
@@ -211,17 +247,64 @@ def _read_h5(path: Path) -> KSpace:
     return _checked(k, voxel, None, "fastmri")
 
 
-def _ismrmrd_matrix(header: bytes, space: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    """``(matrix (x, y, z), field of view mm (x, y, z))`` of ``space`` in an ISMRMRD XML header."""
+def _xml_find(header: bytes | str, path: str) -> ET.Element | None:
+    """Element at ``path`` ("encoding/encodedSpace", namespace-free) of an ISMRMRD XML header."""
     root = ET.fromstring(header)
-    ns = {"m": root.tag.split("}")[0].strip("{")} if root.tag.startswith("{") else {"m": ""}
-    pre = "m:" if ns["m"] else ""
-    node = root.find(f"{pre}encoding/{pre}{space}", ns)
-    if node is None:
-        raise InputError(f"ismrmrd_header has no encoding/{space}")
-    matrix = tuple(int(node.find(f"{pre}matrixSize/{pre}{a}", ns).text) for a in "xyz")
-    fov = tuple(float(node.find(f"{pre}fieldOfView_mm/{pre}{a}", ns).text) for a in "xyz")
-    return matrix, fov
+    ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+    return root.find("/".join(ns + part for part in path.split("/")))
+
+
+def _ismrmrd_matrix(header: bytes | str, space: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """``(matrix (x, y, z), field of view mm (x, y, z))`` of ``space`` in an ISMRMRD XML header."""
+    matrix = [_xml_find(header, f"encoding/{space}/matrixSize/{a}") for a in "xyz"]
+    fov = [_xml_find(header, f"encoding/{space}/fieldOfView_mm/{a}") for a in "xyz"]
+    if None in matrix + fov:
+        raise InputError(f"ISMRMRD header has no encoding/{space} matrix size and field of view")
+    return tuple(int(m.text) for m in matrix), tuple(float(v.text) for v in fov)
+
+
+# ISMRMRD acquisition flag bits (ismrmrd.h): lines that are not image k-space
+_ISMRMRD_NOT_IMAGE = (19, 23, 24, 26, 27, 28, 29, 30, 31)  # noise, navigator, phase corr., feedback, dummy, ...
+_ISMRMRD_CALIBRATION, _ISMRMRD_REVERSE = 20, 22
+
+
+def _read_ismrmrd(group, name: str) -> KSpace:
+    """Cartesian 2D k-space from an ISMRMRD HDF5 group (``/dataset``) holding ``data`` and ``xml``."""
+    acq = group["data"][()]
+    head = acq["head"]
+    flags = head["flags"].astype(np.uint64)
+
+    def flag(bit: int) -> np.ndarray:
+        return ((flags >> np.uint64(bit - 1)) & np.uint64(1)).astype(bool)
+
+    keep = ~np.any([flag(b) for b in _ISMRMRD_NOT_IMAGE], axis=0)
+    if not keep.any():
+        raise InputError(f"{name} holds no imaging k-space lines")
+    head, samples = head[keep], acq["data"][keep]
+    if (head["trajectory_dimensions"] > 0).any():
+        raise InputError(f"{name}: non-Cartesian ISMRMRD data (a trajectory is stored) are not supported")
+    idx = head["idx"]
+    for counter in ("kspace_encode_step_2", "contrast", "phase", "set"):
+        if idx[counter].any():
+            raise InputError(f"{name}: 3D, multi-contrast, -phase or -set ISMRMRD data ({counter} > 0) not supported yet")
+    n, c = np.unique(head["number_of_samples"]), np.unique(head["active_channels"])
+    if len(n) > 1 or len(c) > 1:
+        raise InputError(f"{name}: imaging lines differ in samples ({n.tolist()}) or channels ({c.tolist()})")
+    data = np.stack([d.view(np.complex64).reshape(int(c[0]), int(n[0])) for d in samples])
+    reverse = flag(_ISMRMRD_REVERSE)[keep]
+    data[reverse] = data[reverse, :, ::-1]
+    header = group["xml"][0] if "xml" in group else None
+    if header is None:
+        raise InputError(f"{name} has no ISMRMRD XML header (dataset 'xml')")
+    enc, rec = _ismrmrd_matrix(header, "encodedSpace"), _ismrmrd_matrix(header, "reconSpace")
+    centre = _xml_find(header, "encoding/encodingLimits/kspace_encoding_step_1/center")
+    centre_lin = int(centre.text) if centre is not None else enc[0][1] // 2
+    k = _assemble(data, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre_lin,
+                  int(head["center_sample"][0]), fill=flag(_ISMRMRD_CALIBRATION)[keep])
+    if rec[0][0] < enc[0][0] <= k.shape[-1]:
+        k = _crop_readout(k, int(round(k.shape[-1] * rec[0][0] / enc[0][0])))
+    (mx, my, mz), (fx, fy, fz) = rec
+    return _checked(k, (fy / my, fx / mx, fz / mz), None, "ismrmrd")
 
 
 def _read_cfl(base: Path) -> KSpace:

@@ -4,7 +4,7 @@ Two kinds of input:
 
 - an image (2D/3D NIfTI, magnitude or complex): k-space is simulated per slice over two voxel axes
   (retrospective undersampling), and the image is the reference for quality metrics;
-- measured k-space (``.dat`` twix, ``.h5`` fastMRI, ``.cfl`` BART, complex NIfTI with ``kspace=True``):
+- measured k-space (``.dat`` twix, ``.h5`` fastMRI or ISMRMRD, ``.cfl`` BART, complex NIfTI with ``kspace=True``):
   the sampling pattern is read from the data (zeros) unless an acceleration is given for fully sampled data.
 """
 

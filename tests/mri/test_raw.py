@@ -104,10 +104,71 @@ def test_fastmri(tmp_path):
         f["kspace"] = np.fft.ifftshift(k, axes=(-2, -1))
     with pytest.raises(InputError, match="corner"):
         read_kspace(tmp_path / "shifted.h5")
-    with h5py.File(tmp_path / "ismrmrd.h5", "w") as f:
+    with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_dataset("dataset/data", data=np.zeros(3))
-    with pytest.raises(InputError, match="ISMRMRD"):
-        read_kspace(tmp_path / "ismrmrd.h5")
+    with pytest.raises(InputError, match="neither a 'kspace' dataset"):
+        read_kspace(tmp_path / "other.h5")
+
+
+def _ismrmrd_file(path, lines, matrix, centre_lin, fov=(240.0, 240.0, 4.0), recon_x=None):
+    """Write ISMRMRD HDF5 with the reference ``ismrmrd`` package: ``lines`` = [(data (C, N), lin, slc, flags)]."""
+    ismrmrd = pytest.importorskip("ismrmrd")
+    x, y = matrix
+    space = ("<{0}><matrixSize><x>{1}</x><y>{2}</y><z>1</z></matrixSize><fieldOfView_mm><x>{3}</x><y>{4}</y>"
+             "<z>{5}</z></fieldOfView_mm></{0}>")
+    xml = ('<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+           + space.format("encodedSpace", x, y, fov[0] * x / (recon_x or x), fov[1], fov[2])
+           + space.format("reconSpace", recon_x or x, y, *fov)
+           + f"<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{y - 1}</maximum>"
+           f"<center>{centre_lin}</center></kspace_encoding_step_1></encodingLimits>"
+           "<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>")
+    ds = ismrmrd.Dataset(str(path), "/dataset", create_if_needed=True)
+    ds.write_xml_header(xml)
+    for data, lin, slc, flags in lines:
+        acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(data, dtype=np.complex64))
+        acq.idx.kspace_encode_step_1, acq.idx.slice = lin, slc
+        acq.center_sample = data.shape[-1] // 2
+        for bit in flags:
+            acq.set_flag(bit)
+        ds.append_acquisition(acq)
+    ds.close()
+
+
+def test_ismrmrd_matches_twix(twix, tmp_path):
+    """The twix phantom written as ISMRMRD (as siemens_to_ismrmrd would) reads back as the same k-space."""
+    import twixtools
+
+    meas = twixtools.read_twix(str(TWIX), parse_pmu=False, verbose=False)[-1]
+    mdbs = [m for m in meas["mdb"] if m.is_image_scan()]
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=mdbs[0].data.shape) * (1 + 1j)
+    lines = [(noise, 0, 0, [19])]  # a noise scan, to be dropped
+    lines += [(m.data, m.cLin, m.cSlc, [22] if m.is_flag_set("REFLECT") else []) for m in mdbs]
+    lines += [(100 * noise, 80, 0, [23])]  # a navigator on the centre line, to be dropped
+    ncol = mdbs[0].data.shape[-1]
+    _ismrmrd_file(tmp_path / "gre.h5", lines, (ncol, 160), int(mdbs[0].mdh.CenterLin), fov=(200.0, 200.0, 4.0),
+                  recon_x=ncol // 2)
+    back = read_kspace(tmp_path / "gre.h5")
+    assert back.source == "ismrmrd" and back.data.shape == twix.data.shape == (1, 2, 160, 160)
+    np.testing.assert_allclose(back.data, twix.data, rtol=0, atol=1e-6 * np.abs(twix.data).max())
+    assert back.voxel_size == pytest.approx((1.25, 1.25, 4.0))
+
+
+def test_ismrmrd_partial_fourier_and_calibration(tmp_path):
+    k = _kspace((1, 2, 16, 12))[0]  # (C, H, W), centre line 8
+    lines = [(k[:, i], i, 0, []) for i in range(5, 16)]  # partial Fourier: lines 0-4 not acquired
+    lines += [(-k[:, i], i, 0, [20]) for i in (7, 8)]  # separate calibration lines where imaging exists: ignored
+    lines += [(k[:, 3], 3, 0, [20])]  # ... and where it does not: used
+    lines += [(k[:, 9, ::-1], 9, 0, [22])]  # a reversed repetition of line 9: flipped, averaged
+    _ismrmrd_file(tmp_path / "pf.h5", lines, (12, 16), 8, fov=(240.0, 320.0, 3.0))
+    back = read_kspace(tmp_path / "pf.h5")
+    expected = k.copy()
+    expected[:, [0, 1, 2, 4]] = 0
+    np.testing.assert_allclose(back.data[0], expected, atol=1e-6)
+    assert back.voxel_size == pytest.approx((20.0, 20.0, 3.0))
+    _ismrmrd_file(tmp_path / "noise.h5", [(k[:, 0], 0, 0, [19])], (12, 16), 8)
+    with pytest.raises(InputError, match="no imaging k-space lines"):
+        read_kspace(tmp_path / "noise.h5")
 
 
 def test_errors(tmp_path, monkeypatch):
