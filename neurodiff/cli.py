@@ -265,7 +265,7 @@ def anomaly(
                                         "by `calibrate`)."),
     brain_mask: Optional[List[Path]] = typer.Option(None, "--brain-mask", help="Brain mask per scan (any grid "
                                                     "overlapping it), repeated in the order of the scans [default: "
-                                                    "computed; a heuristic for scans with skull]."),
+                                                    "computed: non-zero voxels of a skull-stripped scan, deepbet for a scan with skull]."),
     lesion_mask: Optional[List[Path]] = typer.Option(None, "--lesion-mask", help="calibrate: known lesions per "
                                                      "reference scan, left out of the healthy statistics."),
     fpr: float = typer.Option(0.01, help="Voxel false-positive rate on healthy reference brains at which the "
@@ -328,9 +328,6 @@ def anomaly(
             typer.echo(f"{scan}: score {res.image_score:.2f} ({res.image_percentile:.0f}th percentile of healthy "
                        f"reference scans), {int(res.mask.sum())} voxels above {res.threshold:.2f} (fpr {fpr}) "
                        f"in {res.seconds:.1f} s; outputs in {paths['anomaly'].parent}")
-            if "heuristic" in res.params["brain_mask"]:
-                typer.echo("note: the scan has a skull and no --brain-mask was given; the computed brain mask is a "
-                           "rough heuristic, so pass a mask from a skull-stripping tool for reliable scores", err=True)
 
 
 def main() -> None:

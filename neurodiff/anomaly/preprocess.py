@@ -8,6 +8,8 @@ model grid and resampled to the input's grid, so every output overlays the input
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import nibabel as nib
@@ -15,7 +17,6 @@ import numpy as np
 import torch
 from nibabel.processing import resample_from_to, resample_to_output
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
 from ..errors import InputError
 
@@ -53,45 +54,50 @@ class Prepared:
     scale: float
 
 
-def is_skull_stripped(vol: np.ndarray) -> bool:
-    """Whether a scan looks brain-extracted: exact zeros over more than a quarter of the volume."""
-    return bool(np.mean(np.nan_to_num(vol) == 0) > 0.25)
+def is_skull_stripped(img: nib.Nifti1Image, max_brain_cm3: float = 2500.0) -> bool:
+    """Whether a 3D scan looks brain-extracted: exact zeros over more than a quarter of the volume and a non-zero
+    region no larger than a brain (``max_brain_cm3``; a head with skull is 3500 cm3 or more, a brain with its CSF
+    under 2000), so that a scan with skull padded with zeros (e.g. registered to MNI space) is not taken for one."""
+    vol = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32))
+    voxel_cm3 = float(np.prod(img.header.get_zooms()[:3])) / 1000
+    return bool(np.mean(vol == 0) > 0.25 and np.count_nonzero(vol) * voxel_cm3 <= max_brain_cm3)
 
 
-def compute_brain_mask(vol: np.ndarray, zooms: tuple[float, ...], skull_stripped: bool | None = None) -> np.ndarray:
-    """A brain mask ``(X, Y, Z)`` bool for a 3D scan with or without skull.
+def compute_brain_mask(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """A brain mask of a 3D scan with or without skull, on the scan's grid (uint8, 1 = brain).
 
-    A scan whose background is exactly zero over more than a quarter of the volume is taken as skull-stripped:
-    the mask is its non-zero region with holes filled. Otherwise the head is thresholded (Otsu), eroded by 6 mm to
-    cut the brain from the skull and scalp, the largest component kept, dilated back and filled. This is a
-    heuristic (Dice 0.3-0.7 against DLMUSE brain masks on NiChart FLAIR scans with skull); pass a mask from a
-    dedicated tool (e.g. SynthStrip, HD-BET) for such scans. ``skull_stripped`` overrides the zero-fraction test
-    (decide it on the scan as acquired: resampling an oblique scan adds zeros outside its field of view).
+    A skull-stripped scan (:func:`is_skull_stripped`) gives its non-zero region, largest component, holes filled.
+    A scan with skull goes through deepbet (Fisch et al. 2024, MIT; a 3D U-Net trained on T1w scans, weights
+    shipped in its wheel; on NiChart it matched DLMUSE brain masks with Dice 0.95-0.97 on T1 and 0.81-0.97 on
+    FLAIR); it runs on a GPU when torch sees one, else in about 5 s on a CPU core.
+
+    Raises
+    ------
+    InputError
+        If no brain is found (an empty or constant image).
     """
-    finite = np.nan_to_num(vol)
-    if is_skull_stripped(finite) if skull_stripped is None else skull_stripped:
-        mask = finite > 0
+    vol = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32))
+    if is_skull_stripped(img):
+        mask = vol > 0
     else:
-        head = finite > threshold_otsu(finite)
-        radius = np.maximum(1, np.round(6.0 / np.asarray(zooms[:3], float))).astype(int)
-        ball = _ellipsoid(radius)
-        core = ndimage.binary_erosion(head, ball)
-        labels, n = ndimage.label(core)
-        if n == 0:
-            raise InputError("could not find the brain in the image; give a brain mask with --brain-mask")
-        sizes = ndimage.sum(core, labels, range(1, n + 1))
-        mask = ndimage.binary_dilation(labels == 1 + int(np.argmax(sizes)), ball) & head
+        try:
+            mask = np.asarray(_deepbet().run(nib.Nifti1Image(vol, img.affine))[1].dataobj) > 0
+        except (ValueError, AssertionError):  # deepbet fails on images with nothing brain-like in them
+            mask = np.zeros(vol.shape, bool)
     labels, n = ndimage.label(mask)
     if n == 0:
-        raise InputError("the image has no non-zero voxels to find a brain in")
-    sizes = ndimage.sum(mask, labels, range(1, n + 1))
-    mask = labels == 1 + int(np.argmax(sizes))
-    return ndimage.binary_fill_holes(mask)
+        raise InputError("could not find a brain in the image; give a brain mask with --brain-mask")
+    mask = labels == 1 + int(np.argmax(ndimage.sum(mask, labels, range(1, n + 1))))
+    return nib.Nifti1Image(ndimage.binary_fill_holes(mask).astype(np.uint8), img.affine)
 
 
-def _ellipsoid(radius: np.ndarray) -> np.ndarray:
-    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-    return sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radius)) <= 1
+@functools.lru_cache(maxsize=1)
+def _deepbet():
+    from deepbet.bet import BrainExtraction
+
+    with warnings.catch_warnings():  # its TorchScript weights: "torch.jit.load is deprecated"
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return BrainExtraction(no_gpu=not torch.cuda.is_available())
 
 
 def mask_on_grid(mask: nib.Nifti1Image, grid: nib.Nifti1Image) -> np.ndarray:
@@ -128,10 +134,7 @@ def prepare(
     """
     grid = resample_to_output(img, voxel_sizes=voxel_mm, order=1)
     vol = np.asarray(grid.dataobj, dtype=np.float32)
-    if brain is None:
-        mask = compute_brain_mask(vol, grid.header.get_zooms(), is_skull_stripped(np.asarray(img.dataobj)))
-    else:
-        mask = mask_on_grid(brain, grid)
+    mask = mask_on_grid(compute_brain_mask(img) if brain is None else brain, grid)
     if mask.sum() < min_brain_voxels:
         raise InputError("the brain mask is empty on the image's grid (does it belong to this scan?)")
     scale = float(np.median(vol[mask]))

@@ -145,7 +145,7 @@ def detect(
         ``"flair"`` or ``"t1"`` picks the shipped model (default: from the BIDS suffix of the file name); ``model``
         (shipped name or ``PATH.json``) overrides it.
     brain_mask
-        Brain mask on any grid overlapping the scan; computed (heuristically) when absent.
+        Brain mask on any grid overlapping the scan; computed when absent (:func:`~neurodiff.anomaly.preprocess.compute_brain_mask`).
     fpr
         Voxel false-positive rate on healthy reference brains at which the binary mask is thresholded.
     method
@@ -186,7 +186,7 @@ def detect(
         params={"model": mdl.name, "method": ref.config.method, "levels": list(ref.config.levels),
                 "draws": ref.config.draws, "polarity": ref.config.polarity, "fpr": fpr, "seed": seed,
                 "brain_mask": "given" if brain_mask is not None else
-                ("computed: non-zero voxels" if is_skull_stripped(data) else "computed: heuristic (scan with skull)"),
+                ("computed: non-zero voxels" if is_skull_stripped(img) else "computed: deepbet (scan with skull)"),
                 "device": str(dev),
                 "model_voxel_mm": mdl.card["normalisation"]["voxel_mm"]},
         seconds=time.time() - t0,

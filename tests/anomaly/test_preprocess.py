@@ -1,24 +1,26 @@
 """Model-grid preparation: geometry round trips, brain masks, lesion masks on the canvas."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
 from neurodiff.anomaly.data import anomaly_batches, lesion_on_canvas, training_slices
-from neurodiff.anomaly.preprocess import compute_brain_mask, prepare, to_input
+from neurodiff.anomaly.preprocess import compute_brain_mask, is_skull_stripped, prepare, to_input
 from neurodiff.errors import InputError
 
+DATA = Path(__file__).parents[1] / "data" / "mri"
 
-def _head(shape=(37, 44, 29), zooms=(1.5, 1.5, 3.0), skull=False):
-    """An ellipsoidal 'brain' with a bright blob, on an LPS grid with anisotropic voxels (and optionally a skull)."""
+
+def _head(shape=(37, 44, 29), zooms=(1.5, 1.5, 3.0)):
+    """An ellipsoidal 'brain' with a bright blob, on an LPS grid with anisotropic voxels."""
     aff = np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
     aff[:3, 3] = [30, 30, -40]
     g = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
     r = np.sqrt(((g / np.array([0.7, 0.8, 0.75])[:, None, None, None]) ** 2).sum(0))
     vol = np.where(r < 1, 100.0, 0.0) + np.where(np.hypot(g[0] - 0.2, g[1]) < 0.15, 60.0, 0.0) * (r < 1)
-    if skull:
-        vol += np.where((r > 1.12) & (r < 1.3), 80.0, 0.0) + 2.0
     return nib.Nifti1Image(vol.astype(np.float32), aff), r < 1
 
 
@@ -35,12 +37,22 @@ def test_prepare_round_trip_and_normalisation():
     assert np.median(np.abs(back[inner] - 1)) < 0.05
 
 
-def test_brain_mask_is_computed_with_and_without_skull():
-    for skull in (False, True):
-        img, brain = _head(skull=skull)
-        m = compute_brain_mask(np.asarray(img.dataobj), img.header.get_zooms())
-        dice = 2 * (m & brain).sum() / (m.sum() + brain.sum())
-        assert dice > 0.85, (skull, dice)
+def test_brain_mask_of_a_skull_stripped_scan_is_its_non_zero_region():
+    img, brain = _head()
+    assert is_skull_stripped(img)
+    m = np.asarray(compute_brain_mask(img).dataobj) > 0
+    assert (m == brain).mean() > 0.999
+
+
+def test_brain_mask_of_a_real_scan_with_skull():
+    """Colin27 with skull (2 mm, zero-padded in MNI space: not taken for skull-stripped) against its ch2bet brain."""
+    img = nib.load(DATA / "colin27_ch2_2mm.nii.gz")
+    truth = np.asarray(nib.load(DATA / "colin27_ch2bet_mask_2mm.nii.gz").dataobj) > 0
+    assert not is_skull_stripped(img)
+    m = np.asarray(compute_brain_mask(img).dataobj) > 0
+    assert 2 * (m & truth).sum() / (m.sum() + truth.sum()) > 0.9
+    with pytest.raises(InputError, match="could not find a brain"):
+        compute_brain_mask(nib.Nifti1Image(np.ones((30, 30, 30), np.float32), np.eye(4)))
 
 
 def test_empty_brain_mask_is_a_clear_error():
