@@ -5,7 +5,8 @@ Split (see ``train_anomaly.py``): the model trained on subjects 1-10; subjects 1
 polarity and the default method are chosen; subjects 13-16 are the test set. Everything is scored on the model grid
 (2 mm, 96x96 canvas, DLMUSE brain mask resampled onto the scan). The WMH masks are automated (DLWMLS), not manual.
 
-Methods: ``elbo`` (per-voxel negative-ELBO terms over noise levels), ``recon`` (partial noising + DDIM
+Methods: ``residual`` (the one-step healthy estimate's signed residual ``x - x0_hat(x_t)``, mean of 8 noise draws,
+taken linearly), ``elbo`` (per-voxel negative-ELBO terms over noise levels), ``recon`` (partial noising + DDIM
 reconstruction error, Graham et al. 2023), each with polarity ``both`` and one-sided (``hyper`` on FLAIR, ``hypo``
 on T1), over several ranges of noise levels (low / mid / high / top / all) and (one-sided) in-plane smoothing of 0, 1
 (no suffix) or 2 voxels (``-s0``, ``-s2``), all z-scored per level and depth against the reference; and the trivial baseline: intensity z-scored inside the brain
@@ -110,9 +111,11 @@ def main() -> None:
     model = load_model(a.model)
     one_sided = "hyper" if a.contrast == "flair" else "hypo"
     sign = 1.0 if a.contrast == "flair" else -1.0
-    bases = {"elbo": ScoreConfig(method="elbo", levels=(25, 50, 100, 150, 200, 300, 400, 600, 800)),
+    bases = {"residual": ScoreConfig(method="residual", levels=(500, 600, 700, 800), draws=8),
+             "elbo": ScoreConfig(method="elbo", levels=(25, 50, 100, 150, 200, 300, 400, 600, 800)),
              "recon": ScoreConfig(method="recon", levels=(100, 200, 300, 400, 600, 800))}
-    ranges = {"elbo": {"all": (0, 800), "low": (0, 100), "mid": (100, 300), "high": (300, 600), "top": (600, 800)},
+    ranges = {"residual": {"upper": (500, 800), "top": (600, 800), "peak": (700, 800)},
+              "elbo": {"all": (0, 800), "low": (0, 100), "mid": (100, 300), "high": (300, 600), "top": (600, 800)},
               "recon": {"all": (0, 800), "low": (0, 200), "high": (300, 400), "top": (600, 800)}}
     variants = {f"{m}-{p}-{r}" + ("" if sm == 1.0 else f"-s{sm:g}"):
                 replace(c, polarity=p, levels=tuple(t for t in c.levels if lo <= t <= hi), smooth_voxels=sm)

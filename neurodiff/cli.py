@@ -250,6 +250,7 @@ class Contrast(str, Enum):
 
 
 class Method(str, Enum):
+    residual = "residual"
     elbo = "elbo"
     recon = "recon"
 
@@ -265,13 +266,15 @@ def anomaly(
                                         "by `calibrate`)."),
     brain_mask: Optional[List[Path]] = typer.Option(None, "--brain-mask", help="Brain mask per scan (any grid "
                                                     "overlapping it), repeated in the order of the scans [default: "
-                                                    "computed: non-zero voxels of a skull-stripped scan, deepbet for a scan with skull]."),
+                                                    "computed: non-zero voxels of a skull-stripped "
+                                                    "scan, deepbet for a scan with skull]."),
     lesion_mask: Optional[List[Path]] = typer.Option(None, "--lesion-mask", help="calibrate: known lesions per "
                                                      "reference scan, left out of the healthy statistics."),
     fpr: float = typer.Option(0.01, help="Voxel false-positive rate on healthy reference brains at which the "
                               "anomaly mask is thresholded."),
-    method: Optional[Method] = typer.Option(None, help="elbo (likelihood terms) or recon (partial-noising "
-                                            "reconstruction error) [default: the model's best on its benchmark]."),
+    method: Optional[Method] = typer.Option(None, help="residual (one-step healthy-estimate residual), elbo "
+                                            "(likelihood terms) or recon (partial-noising reconstruction error) "
+                                            "[default: the model's best on its benchmark]."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Output folder [default: the scan's folder]."),
     out: Optional[Path] = typer.Option(None, "--out", help="calibrate: output model stem (writes OUT.json and "
                                        "OUT.safetensors)."),

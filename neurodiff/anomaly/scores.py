@@ -1,9 +1,13 @@
 """Per-voxel anomaly scores from a diffusion model of healthy anatomy, normalised against a healthy reference.
 
-Two scores, each a stack of maps over noise levels ``t``:
+Three scores, each a stack of maps over noise levels ``t``:
 
+- ``residual``: the signed residual ``x - x0_hat(x_t)`` of the model's one-step estimate of the clean image from the
+  noised scan, averaged over noise draws (an estimate of ``x - E[x0 | x_t]``: how far each voxel is from what the
+  model expects a healthy brain to look like there), taken linearly (its positive part for ``polarity="hyper"``).
+  It shares its network evaluations with ``elbo``.
 - ``elbo``: the per-voxel terms of the negative ELBO at those levels (how many nats the model pays to explain each
-  voxel at that noise level), averaged over noise draws.
+  voxel at that noise level), averaged over noise draws: the squared residuals of each draw, weighted per level.
 - ``recon``: the squared error of a partial-noising-then-denoising reconstruction started at each level (Graham et
   al. 2023), a deterministic DDIM run back to ``t = 0``.
 
@@ -27,7 +31,7 @@ import torch.nn.functional as F
 from ..diffusion import Denoiser, sample_ddim, voxel_terms
 from ..errors import InputError
 
-METHODS = ("elbo", "recon")
+METHODS = ("residual", "elbo", "recon")
 POLARITIES = ("both", "hyper", "hypo")
 FPRS = np.logspace(-4, -0.5, 36)  # voxel false-positive rates at which healthy-score quantiles are stored
 DEPTH_BINS_MM = (2.0, 4.0, 6.0, 10.0)  # edges of the depth bins (mm below the brain surface) of the reference
@@ -127,7 +131,7 @@ def level_maps(
     maps, resid = [], []
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
-        if config.method == "elbo":
+        if config.method in ("elbo", "residual"):
             m, r = voxel_terms(denoiser, xb, list(config.levels), draws=config.draws, generator=generator)
         else:
             m, r = _recon_maps(denoiser, xb, config, generator)
@@ -139,9 +143,13 @@ def level_maps(
 
 
 def finish(maps: torch.Tensor, resid: torch.Tensor, config: ScoreConfig) -> torch.Tensor:
-    """Raw maps as scored: ``config.polarity`` applied (voxels of the other sign set to 0) and smoothed in-plane
-    with a Gaussian of ``config.smooth_voxels``."""
-    if config.polarity != "both":
+    """Raw maps as scored: ``config.polarity`` applied (voxels of the other sign set to 0; for ``residual``, the
+    residual's positive part, negative part or absolute value) and smoothed in-plane with a Gaussian of
+    ``config.smooth_voxels``."""
+    if config.method == "residual":
+        sign = {"hyper": 1.0, "hypo": -1.0}.get(config.polarity)
+        maps = resid.abs() if sign is None else (sign * resid).clamp(min=0)
+    elif config.polarity != "both":
         maps = maps * ((resid > 0) if config.polarity == "hyper" else (resid < 0))
     return _smooth(maps, config.smooth_voxels)
 

@@ -33,6 +33,8 @@ from .common import resolve_device
 
 CONTRASTS = {"flair": "anomaly-flair-tiny", "t1": "anomaly-t1-tiny"}
 _SUFFIX = {"flair": "flair", "t1w": "t1", "t1": "t1"}
+_WHAT = {"residual": "residuals of the one-step healthy estimate", "elbo": "negative-ELBO terms",
+         "recon": "reconstruction errors"}
 
 
 @dataclass
@@ -149,7 +151,7 @@ def detect(
     fpr
         Voxel false-positive rate on healthy reference brains at which the binary mask is thresholded.
     method
-        ``"elbo"`` or ``"recon"``; default the model's best (recorded in its card).
+        ``"residual"``, ``"elbo"`` or ``"recon"``; default the model's best (recorded in its card).
     """
     t0 = time.time()
     if not 0 < fpr < 1:
@@ -293,7 +295,7 @@ def write(result: AnomalyResult, src: Path, paths: dict[str, Path], tmp: Callabl
     vox_ml = float(np.prod(result.record.header.get_zooms()[:3])) / 1000
     fields = {
         "Description": "Voxel anomaly score under a diffusion model of healthy brain slices: the per-noise-level "
-                       f"{'negative-ELBO terms' if result.params['method'] == 'elbo' else 'reconstruction errors'}, "
+                       f"{_WHAT[result.params['method']]}, "
                        "z-scored against healthy reference voxels and averaged over levels.",
         "Units": "healthy-reference standard deviations (0 outside the brain)",
         "Sources": [str(src)],

@@ -40,6 +40,10 @@ def test_polarity_keeps_one_sign():
     assert torch.equal(hyper.bool(), resid > 0) and torch.equal(hypo.bool(), resid < 0)
     smooth = finish(maps, resid, ScoreConfig(smooth_voxels=1.0))
     assert torch.allclose(smooth, maps)  # smoothing a constant map changes nothing
+    # residual: the signed residual itself, taken linearly (the ELBO maps are not used)
+    for polarity, expected in (("hyper", resid.clamp(min=0)), ("hypo", (-resid).clamp(min=0)), ("both", resid.abs())):
+        got = finish(maps * 7, resid, ScoreConfig(method="residual", polarity=polarity, smooth_voxels=0))
+        assert torch.equal(got, expected)
 
 
 def test_config_rejects_unknown_choices():

@@ -30,8 +30,10 @@ def test_detect_returns_maps_on_the_input_grid(untrained_anomaly_model):
 
 
 def test_other_method_and_missing_reference(untrained_anomaly_model, tmp_path):
-    res = detect(STROKE, model=str(untrained_anomaly_model), device="cpu", method="recon")
-    assert res.params["method"] == "recon"
+    assert detect(STROKE, model=str(untrained_anomaly_model), device="cpu").params["method"] == "residual"  # default
+    for method in ("elbo", "recon"):
+        res = detect(STROKE, model=str(untrained_anomaly_model), device="cpu", method=method)
+        assert res.params["method"] == method and np.isfinite(res.score).all()
     card = json.loads(untrained_anomaly_model.read_text())
     del card["reference"]["recon"]
     stem = tmp_path / "noref"
@@ -85,7 +87,8 @@ def test_cli_calibrate_then_use(untrained_anomaly_model, tmp_path):
                                  "--out", str(stem), "-q"])
     assert r.exit_code == 0, r.output
     card = json.loads(stem.with_suffix(".json").read_text())
-    assert card["reference"]["default"] == "elbo" and card["reference"]["scans"] == [str(STROKE)]
+    assert card["reference"]["default"] == "residual" and card["reference"]["scans"] == [str(STROKE)]
+    assert {"residual", "elbo", "recon"} <= set(card["reference"])  # every method of the model refitted
     res = detect(STROKE, model=str(stem), device="cpu")
     assert np.isfinite(res.score).all()
 
