@@ -112,7 +112,7 @@ def main() -> None:
     one_sided = "hyper" if a.contrast == "flair" else "hypo"
     sign = 1.0 if a.contrast == "flair" else -1.0
     bases = {"residual": ScoreConfig(method="residual", levels=(500, 600, 700, 800), draws=8),
-             "elbo": ScoreConfig(method="elbo", levels=(25, 50, 100, 150, 200, 300, 400, 600, 800)),
+             "elbo": ScoreConfig(method="elbo", levels=(25, 50, 100, 150, 200, 300, 400, 600, 800), draws=2),
              "recon": ScoreConfig(method="recon", levels=(100, 200, 300, 400, 600, 800))}
     ranges = {"residual": {"upper": (500, 800), "top": (600, 800), "peak": (700, 800)},
               "elbo": {"all": (0, 800), "low": (0, 100), "mid": (100, 300), "high": (300, 600), "top": (600, 800)},

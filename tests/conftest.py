@@ -41,6 +41,6 @@ def untrained_anomaly_model(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     save_model(build_denoiser(card).net, card, folder / "raw")
     configs = [ScoreConfig(method="residual", levels=(300, 600), draws=1, polarity="hyper"),
-               ScoreConfig(levels=(50, 300), draws=1), ScoreConfig(method="recon", levels=(100,))]
+               ScoreConfig(method="elbo", levels=(50, 300), draws=1), ScoreConfig(method="recon", levels=(100,))]
     return calibrate([STROKE], folder / "untrained-anomaly", model=str(folder / "raw.json"), configs=configs,
                      device="cpu")

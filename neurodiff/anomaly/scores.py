@@ -41,9 +41,9 @@ DEPTH_BINS_MM = (2.0, 4.0, 6.0, 10.0)  # edges of the depth bins (mm below the b
 class ScoreConfig:
     """How raw level maps are computed (part of a stored reference: change it and the reference is invalid)."""
 
-    method: str = "elbo"
-    levels: tuple[int, ...] = (25, 50, 100, 150, 200, 300, 400, 600)
-    draws: int = 2
+    method: str = "residual"
+    levels: tuple[int, ...] = (600, 700, 800)
+    draws: int = 8
     recon_steps_per_100: int = 2
     polarity: str = "both"
     smooth_voxels: float = 1.0

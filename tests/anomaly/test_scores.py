@@ -11,7 +11,7 @@ from neurodiff.errors import InputError
 
 def test_reference_thresholds_hold_their_false_positive_rate():
     g = torch.Generator().manual_seed(0)
-    cfg = ScoreConfig(levels=(10, 100, 500), smooth_voxels=0)
+    cfg = ScoreConfig(method="elbo", levels=(10, 100, 500), smooth_voxels=0)
     scale = torch.tensor([1.0, 5.0, 50.0]).view(3, 1, 1, 1, 1)  # levels on very different scales
     raws = [torch.rand(3, 30, 1, 16, 16, generator=g) ** 2 * scale for _ in range(2)]
     brains = [torch.ones(30, 1, 16, 16, dtype=torch.bool) for _ in range(2)]
@@ -35,10 +35,10 @@ def test_reference_thresholds_hold_their_false_positive_rate():
 def test_polarity_keeps_one_sign():
     maps = torch.ones(2, 1, 1, 4, 4)
     resid = torch.randn(2, 1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
-    hyper = finish(maps, resid, ScoreConfig(polarity="hyper", smooth_voxels=0))
-    hypo = finish(maps, resid, ScoreConfig(polarity="hypo", smooth_voxels=0))
+    hyper = finish(maps, resid, ScoreConfig(method="elbo", polarity="hyper", smooth_voxels=0))
+    hypo = finish(maps, resid, ScoreConfig(method="elbo", polarity="hypo", smooth_voxels=0))
     assert torch.equal(hyper.bool(), resid > 0) and torch.equal(hypo.bool(), resid < 0)
-    smooth = finish(maps, resid, ScoreConfig(smooth_voxels=1.0))
+    smooth = finish(maps, resid, ScoreConfig(method="elbo", smooth_voxels=1.0))
     assert torch.allclose(smooth, maps)  # smoothing a constant map changes nothing
     # residual: the signed residual itself, taken linearly (the ELBO maps are not used)
     for polarity, expected in (("hyper", resid.clamp(min=0)), ("hypo", (-resid).clamp(min=0)), ("both", resid.abs())):
