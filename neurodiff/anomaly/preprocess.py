@@ -68,8 +68,8 @@ def compute_brain_mask(img: nib.Nifti1Image) -> nib.Nifti1Image:
 
     A skull-stripped scan (:func:`is_skull_stripped`) gives its non-zero region, largest component, holes filled.
     A scan with skull goes through deepbet (Fisch et al. 2024, MIT; a 3D U-Net trained on T1w scans, weights
-    shipped in its wheel; on NiChart it matched DLMUSE brain masks with Dice 0.95-0.97 on T1 and 0.81-0.97 on
-    FLAIR); it runs on a GPU when torch sees one, else in about 5 s on a CPU core.
+    shipped in its wheel; on NiChart it matched DLMUSE brain masks with Dice 0.94-0.98 on T1 and 0.81-0.97 on
+    FLAIR, ``benchmarks/brain_mask.py``); it runs on a GPU when torch sees one, else in about 5 s on a CPU core.
 
     Raises
     ------
