@@ -10,15 +10,18 @@ from matplotlib.figure import Figure
 
 
 def recon_panels(zerofilled: np.ndarray, recon: np.ndarray, uncertainty: np.ndarray,
-                 reference: np.ndarray | None = None, title: str = "") -> Figure:
+                 reference: np.ndarray | None = None, title: str = "", axes=None) -> Figure:
     """One slice side by side: zero-filled, reconstruction, uncertainty (and reference and |error| if given).
-    Arrays are 2D ``(H, W)`` in voxel order; shown with the first axis vertical."""
+    Arrays are 2D ``(H, W)`` in voxel order; shown with the first axis vertical. ``axes``: draw into these (3, or 5
+    with a reference) instead of a new figure."""
     panels = [("zero-filled", np.abs(zerofilled), "gray"), ("reconstruction (posterior mean)", np.abs(recon), "gray"),
               ("uncertainty (posterior std)", uncertainty, "magma")]
     if reference is not None:
         panels = [("reference", reference, "gray")] + panels + [("|error|", np.abs(np.abs(recon) - reference), "magma")]
     vmax = np.percentile(np.abs(recon), 99.5)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
+    if axes is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
+    fig = axes[0].figure
     for ax, (name, img, cmap) in zip(axes, panels):
         limit = vmax if cmap == "gray" else np.percentile(panels[-1][1] if reference is not None else uncertainty, 99.5)
         ax.imshow(np.rot90(img), cmap=cmap, vmin=0, vmax=limit)
@@ -61,14 +64,17 @@ def anomaly_overlay(scan_img, score_img, threshold: float, title: str = "anomaly
     return display
 
 
-def error_vs_uncertainty(reference: np.ndarray, mean: np.ndarray, std: np.ndarray, bins: int = 20) -> Figure:
+def error_vs_uncertainty(reference: np.ndarray, mean: np.ndarray, std: np.ndarray, bins: int = 20,
+                         ax=None) -> Figure:
     """Binned mean absolute error against predicted std (a calibrated map follows |err| ~ 0.8 std, the mean
-    absolute value of a Gaussian), with the 1:1 and Gaussian reference lines."""
+    absolute value of a Gaussian), with the Gaussian reference line; ``ax``: draw into it instead of a new figure."""
     err, s = np.abs(mean - reference).ravel(), std.ravel()
     edges = np.quantile(s, np.linspace(0, 1, bins + 1))
     idx = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, bins - 1)
     df = pd.DataFrame({"bin": idx, "std": s, "err": err}).groupby("bin").mean()
-    fig, ax = plt.subplots(figsize=(4, 4))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    fig = ax.figure
     ax.plot(df["std"], df["err"], "o-", label="observed")
     lim = float(max(df["std"].max(), df["err"].max()))
     ax.plot([0, lim], [0, lim * np.sqrt(2 / np.pi)], "k--", lw=1, label="calibrated Gaussian")
@@ -76,6 +82,24 @@ def error_vs_uncertainty(reference: np.ndarray, mean: np.ndarray, std: np.ndarra
     ax.set_ylabel("mean |error|")
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def recon_summary(zerofilled: np.ndarray, recon: np.ndarray, uncertainty: np.ndarray, k: int,
+                  reference: np.ndarray | None = None, title: str = "") -> Figure:
+    """The figure ``neurodiff recon`` writes: slice ``k`` of ``(S, H, W)`` stacks as :func:`recon_panels`, and with a
+    fully sampled ``reference`` the calibration curve (:func:`error_vs_uncertainty`) over the object's voxels of
+    all slices."""
+    n = 3 if reference is None else 6
+    fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.4))
+    recon_panels(zerofilled[k], recon[k], uncertainty[k], None if reference is None else reference[k], title,
+                 axes=axes)
+    if reference is not None:
+        from .mri.metrics import foreground
+
+        fg = foreground(reference)
+        error_vs_uncertainty(reference[fg], np.abs(recon)[fg], uncertainty[fg], ax=axes[5])
+        axes[5].set_title("calibration (object voxels)", fontsize=9)
     return fig
 
 

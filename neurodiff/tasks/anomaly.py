@@ -269,11 +269,12 @@ def calibrate(
 
 
 def output_paths(src: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """BIDS-derivative paths of the anomaly outputs of ``src`` (score map, binary mask, sidecar)."""
+    """BIDS-derivative paths of the anomaly outputs of ``src`` (score map, binary mask, sidecar, PNG overlay)."""
     from ..io import derivative_path
 
     paths = {d: derivative_path(src, d, out_dir) for d in ("anomaly", "anomalymask")}
     paths["sidecar"] = derivative_path(src, "anomaly", out_dir, ext=".json")
+    paths["figure"] = derivative_path(src, "anomaly", out_dir, ext=".png")
     return paths
 
 
@@ -305,7 +306,23 @@ def write(result: AnomalyResult, src: Path, paths: dict[str, Path], tmp: Callabl
         "Outputs": {k: p.name for k, p in paths.items()}, "ElapsedSeconds": round(result.seconds, 2),
     }
     write_sidecar(tmp(paths["sidecar"]), fields)
+    _figure(result, src, tmp(paths["figure"]))
     return fields
+
+
+def _figure(result: AnomalyResult, src: Path, path: Path) -> None:
+    """PNG: the score map above the calibrated threshold over the scan, five axial cuts through its maximum."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import anomaly_overlay
+
+    scan = nib.load(src)
+    background = nib.Nifti1Image(np.nan_to_num(np.abs(np.asanyarray(scan.dataobj))).astype(np.float32), scan.affine)
+    display = anomaly_overlay(background, nib.Nifti1Image(result.score, result.record.affine), result.threshold,
+                              title=f"{Path(src).name}: score > {result.threshold:.2f} (fpr {result.params['fpr']})")
+    display.savefig(str(path), dpi=90)
+    display.close()
+    plt.close("all")
 
 
 def add_to_tables(folder: Path, src: Path, fields: dict, slices: pd.DataFrame) -> None:

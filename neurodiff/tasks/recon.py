@@ -59,6 +59,8 @@ class ReconResult:
     metrics
         Against the fully sampled reference when there is one: ``{"recon": {...}, "zerofilled": {...},
         "uncertainty": {...}}``.
+    reference
+        The fully sampled magnitude image the metrics compare with, when there is one.
     """
 
     recon: np.ndarray
@@ -70,6 +72,7 @@ class ReconResult:
     metrics: dict | None
     params: dict = field(default_factory=dict)
     seconds: float = 0.0
+    reference: np.ndarray | None = None
 
 
 def is_kspace_file(path: Path) -> bool:
@@ -331,11 +334,28 @@ def reconstruct(
                   input_kind="kspace" if use_kspace else "image",
                   sampled_fraction=float(prob.mask.mean()))
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,
-                       metrics, params, time.time() - t0)
+                       metrics, params, time.time() - t0,
+                       None if prob.reference is None else out(prob.reference.astype(np.float32)))
 
 
 
 OUTPUTS = ("recon", "uncertainty", "zerofilled", "mask")
+
+
+def _figure(result: ReconResult, path: Path) -> None:
+    """PNG summary: the central reconstructed slice (and the calibration curve when there is a reference)."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import recon_summary
+
+    stack = lambda a: None if a is None else np.moveaxis(a, result.params["slice_axis"], 0)  # noqa: E731
+    done = np.flatnonzero(np.abs(stack(result.recon)).reshape(result.recon.shape[result.params["slice_axis"]], -1)
+                          .any(1))
+    k = int(done[len(done) // 2]) if len(done) else 0
+    fig = recon_summary(stack(result.zerofilled), stack(result.recon), stack(result.uncertainty), k,
+                        stack(result.reference), title=f"slice {k} (axis {result.params['slice_axis']})")
+    fig.savefig(path, format="png", dpi=90)
+    plt.close(fig)
 
 
 def output_paths(src: Path, out_dir: Path | None = None, save_samples: bool = False) -> dict[str, Path]:
@@ -345,6 +365,7 @@ def output_paths(src: Path, out_dir: Path | None = None, save_samples: bool = Fa
     names = OUTPUTS + (("samples",) if save_samples else ())
     paths = {d: derivative_path(src, d, out_dir) for d in names}
     paths["sidecar"] = derivative_path(src, "recon", out_dir, ext=".json")
+    paths["figure"] = derivative_path(src, "recon", out_dir, ext=".png")
     return paths
 
 
@@ -355,8 +376,9 @@ def write(result: ReconResult, src: Path, paths: dict[str, Path], tmp: Callable[
     arrays = {"recon": result.recon, "uncertainty": result.uncertainty, "zerofilled": result.zerofilled,
               "mask": result.mask, "samples": result.samples}
     for key, path in paths.items():
-        if key != "sidecar":
+        if key in arrays:
             save_like(arrays[key], result.record, tmp(path), dtype=np.uint8 if key == "mask" else None)
+    _figure(result, tmp(paths["figure"]))
     write_sidecar(tmp(paths["sidecar"]), {
         "Description": "Posterior-mean MRI reconstruction by a conditional diffusion model with k-space data "
                        "consistency; the uncertainty map is the per-voxel posterior standard deviation.",

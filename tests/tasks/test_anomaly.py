@@ -63,7 +63,9 @@ def test_cli_writes_maps_sidecar_and_tables(untrained_anomaly_model, tmp_path):
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["anomaly_scores.tsv", "anomaly_slices.tsv", "sub-stroke_desc-anomaly_FLAIR.json",
-                     "sub-stroke_desc-anomaly_FLAIR.nii.gz", "sub-stroke_desc-anomalymask_FLAIR.nii.gz"]
+                     "sub-stroke_desc-anomaly_FLAIR.nii.gz", "sub-stroke_desc-anomaly_FLAIR.png",
+                     "sub-stroke_desc-anomalymask_FLAIR.nii.gz"]
+    assert (tmp_path / "sub-stroke_desc-anomaly_FLAIR.png").read_bytes()[:4] == b"\x89PNG"
     out = nib.load(tmp_path / "sub-stroke_desc-anomaly_FLAIR.nii.gz")
     assert np.allclose(out.affine, nib.load(STROKE).affine)
     side = json.loads((tmp_path / "sub-stroke_desc-anomaly_FLAIR.json").read_text())
