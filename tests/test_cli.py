@@ -103,6 +103,7 @@ def test_no_overwrite_without_force(scan, untrained_recon_model):
     assert run(*args).exit_code == 0
     recon = scan.parent / "scan_desc-recon.nii.gz"
     before = recon.read_bytes()
+    assert (scan.parent / "scan_desc-recon.png").read_bytes()[:4] == b"\x89PNG"  # summary figure with calibration
     assert_one_line_error(run(*args))
     assert recon.read_bytes() == before
     assert run(*args, "--force", "--seed", 1).exit_code == 0
