@@ -239,11 +239,7 @@ def _read_h5(path: Path) -> KSpace:
         raise InputError(f"{path.name}: k-space peak is in a corner, not at the centre; fftshift it first")
     voxel = None
     if header is not None:
-        enc, rec = _ismrmrd_matrix(header, "encodedSpace"), _ismrmrd_matrix(header, "reconSpace")
-        if rec[0][0] < enc[0][0] <= k.shape[-1]:
-            k = _crop_readout(k, int(round(k.shape[-1] * rec[0][0] / enc[0][0])))
-        (mx, my, mz), (fx, fy, fz) = rec
-        voxel = (fy / my, fx / mx, fz / mz)
+        k, voxel = _to_recon_space(k, header)
     return _checked(k, voxel, None, "fastmri")
 
 
@@ -252,6 +248,16 @@ def _xml_find(header: bytes | str, path: str) -> ET.Element | None:
     root = ET.fromstring(header)
     ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
     return root.find("/".join(ns + part for part in path.split("/")))
+
+
+def _to_recon_space(k: np.ndarray, header: bytes | str) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Readout oversampling removed when the ISMRMRD header's ``reconSpace`` is narrower than ``encodedSpace``,
+    and the voxel size (phase-encode, readout, slice) in mm of ``reconSpace``."""
+    enc, rec = _ismrmrd_matrix(header, "encodedSpace"), _ismrmrd_matrix(header, "reconSpace")
+    if rec[0][0] < enc[0][0] <= k.shape[-1]:
+        k = _crop_readout(k, int(round(k.shape[-1] * rec[0][0] / enc[0][0])))
+    (mx, my, mz), (fx, fy, fz) = rec
+    return k, (fy / my, fx / mx, fz / mz)
 
 
 def _ismrmrd_matrix(header: bytes | str, space: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -296,15 +302,12 @@ def _read_ismrmrd(group, name: str) -> KSpace:
     header = group["xml"][0] if "xml" in group else None
     if header is None:
         raise InputError(f"{name} has no ISMRMRD XML header (dataset 'xml')")
-    enc, rec = _ismrmrd_matrix(header, "encodedSpace"), _ismrmrd_matrix(header, "reconSpace")
+    enc = _ismrmrd_matrix(header, "encodedSpace")
     centre = _xml_find(header, "encoding/encodingLimits/kspace_encoding_step_1/center")
     centre_lin = int(centre.text) if centre is not None else enc[0][1] // 2
     k = _assemble(data, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre_lin,
                   int(head["center_sample"][0]), fill=flag(_ISMRMRD_CALIBRATION)[keep])
-    if rec[0][0] < enc[0][0] <= k.shape[-1]:
-        k = _crop_readout(k, int(round(k.shape[-1] * rec[0][0] / enc[0][0])))
-    (mx, my, mz), (fx, fy, fz) = rec
-    return _checked(k, (fy / my, fx / mx, fz / mz), None, "ismrmrd")
+    return _checked(*_to_recon_space(k, header), None, "ismrmrd")
 
 
 def _read_cfl(base: Path) -> KSpace:

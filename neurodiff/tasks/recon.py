@@ -349,9 +349,7 @@ def _figure(result: ReconResult, path: Path) -> None:
     from ..plotting import recon_summary
 
     stack = lambda a: None if a is None else np.moveaxis(a, result.params["slice_axis"], 0)  # noqa: E731
-    done = np.flatnonzero(np.abs(stack(result.recon)).reshape(result.recon.shape[result.params["slice_axis"]], -1)
-                          .any(1))
-    k = int(done[len(done) // 2]) if len(done) else 0
+    k = result.recon.shape[result.params["slice_axis"]] // 2  # outputs cover only the reconstructed slices
     fig = recon_summary(stack(result.zerofilled), stack(result.recon), stack(result.uncertainty), k,
                         stack(result.reference), title=f"slice {k} (axis {result.params['slice_axis']})")
     fig.savefig(path, format="png", dpi=90)
