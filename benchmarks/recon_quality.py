@@ -11,7 +11,11 @@ Methods: zero-filling; BART ``pics -S -l1 -r LAMBDA`` (l1-wavelet, lambda tuned 
 AUSE over the object's voxels (above 5% of the slice maximum), before and after the scale fitted on the
 calibration subjects (``--calibrate`` writes it into the model card).
 
+``--test-set colin27`` tests instead on Colin27's brain at its native 1 mm (``mri/colin27/ch2bet.nii.gz``, never
+used for training): how a model trained on 2 mm slices does on a 1 mm scan.
+
     python benchmarks/recon_quality.py ../shared/data --model runs/recon-t1-flair-tiny.json --calibrate
+    python benchmarks/recon_quality.py ../shared/data --bart --bart-lambda 0.003 --test-set colin27 --slices-per-volume 10
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ def volumes(data: Path, subjects) -> list[tuple[str, np.ndarray]]:
             img = nib.load(data / "mri" / "nichart" / sub / f"Subj{s}_{suffix}.nii.gz")
             out.append((f"Subj{s}_{suffix}", img.get_fdata(dtype=np.float32)))
     return out
+
+
+def colin27(data: Path) -> list[tuple[str, np.ndarray]]:
+    img = nib.load(data / "mri" / "colin27" / "ch2bet.nii.gz")
+    return [("colin27_1mm", img.get_fdata(dtype=np.float32))]
 
 
 def central_slices(vol: np.ndarray, n: int) -> np.ndarray:
@@ -146,6 +155,8 @@ def main() -> None:
     ap.add_argument("--baselines-only", action="store_true", help="only zero-filling, BART and the U-Net")
     ap.add_argument("--calibrate", action="store_true", help="fit the std scale on subjects 13-14 and write it "
                     "into the model card")
+    ap.add_argument("--test-set", choices=("nichart", "colin27"), default="nichart",
+                    help="NiChart subjects 15-16 at 2 mm, or Colin27 at 1 mm")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -181,22 +192,24 @@ def main() -> None:
                                    f"T1+FLAIR, 4x and 8x random masks, {args.samples} samples, {args.steps} steps, "
                                    f"eta {args.eta}", "target": "90% central interval covers 90% of object voxels"}
             card_path.write_text(json.dumps(card, indent=2) + "\n")
-    test, test_unc = evaluate(volumes(args.data, TEST_SUBJECTS), model, args, lam)
-    suffix = "_baselines" if args.baselines_only else ""
+    test_vols = volumes(args.data, TEST_SUBJECTS) if args.test_set == "nichart" else colin27(args.data)
+    test_name = f"test subjects {TEST_SUBJECTS} (T1+FLAIR, 2 mm)" if args.test_set == "nichart" else "Colin27 (T1, 1 mm)"
+    test, test_unc = evaluate(test_vols, model, args, lam)
+    suffix = ("_baselines" if args.baselines_only else "") + ("_colin27" if args.test_set == "colin27" else "")
 
     metric_cols = [c for c in test.columns if c.split()[-1] in ("psnr", "ssim", "nmse")]
     quality = test.groupby("accel")[metric_cols + ["seconds"]].mean()
     pd.set_option("display.width", 200)
-    print(f"\n== Reconstruction quality, test subjects {TEST_SUBJECTS} (T1+FLAIR, {args.slices_per_volume} slices "
-          f"per volume), {args.samples} samples, {args.steps} steps, eta {args.eta} ==")
+    print(f"\n== Reconstruction quality, {test_name}, {args.slices_per_volume} slices per volume, "
+          f"{args.samples} samples, {args.steps} steps, eta {args.eta} ==")
     print(quality.T.round(4).to_string())
     test.to_csv(args.out / f"recon_quality_per_volume{suffix}.csv", index=False)
     quality.to_csv(args.out / f"recon_quality{suffix}.csv")
     if not args.baselines_only:
         unc = pd.concat([uncertainty_table(test_unc, 1.0, 0.0), uncertainty_table(test_unc, scale, smooth)])
-        print(f"\n== Uncertainty on test subjects (object voxels): raw, and calibrated on {CAL_SUBJECTS} ==")
+        print(f"\n== Uncertainty on {test_name} (object voxels): raw, and calibrated on {CAL_SUBJECTS} ==")
         print(unc.round(3).to_string(index=False))
-        unc.to_csv(args.out / "recon_uncertainty.csv", index=False)
+        unc.to_csv(args.out / f"recon_uncertainty{suffix}.csv", index=False)
     print(f"\n({time.time() - t0:.0f} s)")
 
 

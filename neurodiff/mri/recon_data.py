@@ -1,8 +1,10 @@
 """Training batches for the reconstruction model, simulated from fully sampled magnitude slices.
 
-Each draw: a random slice, random flips, optionally a smooth random phase (real scans are complex), a random
-sampling mask (kind, acceleration, centre fraction, phase-encode axis) on the slice's own grid, the zero-filled
-image, per-slice scaling, and padding to a common size. Retrospective undersampling of magnitude images flatters
+Each draw: a random slice, random flips, optionally an upsampling (so that the 2 mm training slices also look like
+1 mm scans, whose brains span twice the pixels) with white complex noise (a native scan's k-space periphery holds
+detail and noise, an interpolated one holds nothing), a random crop to the canvas, optionally a smooth random phase
+(real scans are complex), a random sampling mask (kind, acceleration, centre fraction, phase-encode axis) on the
+slice's own grid, the zero-filled image, per-slice scaling, and padding to a common size. Retrospective undersampling of magnitude images flatters
 results (Shimron et al., PNAS 2022); the phase augmentation reduces, not removes, that gap.
 """
 
@@ -14,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..diffusion import Cond
 from ..diffusion.training import Batch
@@ -32,6 +35,16 @@ class MaskPrior:
     bank_size: int = 16  # Poisson-disc masks are slow to draw: a bank per slice shape is drawn once and reused
 
 
+@dataclass(frozen=True)
+class ZoomPrior:
+    """Resolution augmentation: with probability ``p``, upsample by a factor in ``factor`` (cubic) and add white
+    complex Gaussian noise of standard deviation in ``noise`` (units of the slice's 99.5th percentile)."""
+
+    p: float = 0.5
+    factor: tuple[float, float] = (1.2, 2.2)
+    noise: tuple[float, float] = (0.0, 0.03)
+
+
 def foreground_slices(volume: np.ndarray, min_fraction: float = 0.08) -> list[np.ndarray]:
     """Axial slices (last axis) of ``volume`` ``(X, Y, Z)`` with at least ``min_fraction`` of voxels above 10% of
     the volume's 99.5th percentile, scaled so that percentile is 1."""
@@ -47,18 +60,24 @@ def _smooth_phase(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return c[0] * math.pi + c[1] * xx + c[2] * yy + 0.5 * (c[3] * xx * yy + c[4] * xx**2 + c[5] * yy**2)
 
 
+def _random_crop(img: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    i, j = (int(rng.integers(n - s + 1)) if n > s else 0 for n, s in zip(img.shape, size))
+    return img[i : i + size[0], j : j + size[1]]
+
+
 def recon_batches(
     slices: list[np.ndarray],
     *,
     batch_size: int = 8,
     size: tuple[int, int] = (128, 128),
     masks: MaskPrior = MaskPrior(),
+    zoom: ZoomPrior = ZoomPrior(),
     p_phase: float = 0.5,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> Iterator[Batch]:
     """Infinite iterator of :class:`Batch`: ``x0`` ``(B, 2, *size)`` scaled complex targets, ``cond.image``
-    ``(B, 3, *size)`` zero-filled image and mask. Slices larger than ``size`` are centre-cropped."""
+    ``(B, 3, *size)`` zero-filled image and mask. Slices larger than ``size`` are randomly cropped."""
     rng = np.random.default_rng(seed)
     banks: dict[tuple[int, int], list[np.ndarray]] = {}
     kinds, probs = zip(*masks.kinds)
@@ -69,11 +88,17 @@ def recon_batches(
             img = img[:: rng.choice([-1, 1]), :: rng.choice([-1, 1])]
             if rng.random() < 0.5:
                 img = img.T
-            img = img[: size[0], : size[1]]
+            zoomed = rng.random() < zoom.p
+            if zoomed:
+                img = ndimage.zoom(img, float(rng.uniform(*zoom.factor)), order=3).clip(0)
+            img = _random_crop(img, size, rng)
             h, w = img.shape
             x = img.astype(np.complex64)
             if rng.random() < p_phase:
                 x = x * np.exp(1j * _smooth_phase(h, w, rng)).astype(np.complex64)
+            if zoomed:
+                sigma = float(rng.uniform(*zoom.noise))
+                x = x + (sigma * (rng.standard_normal((h, w)) + 1j * rng.standard_normal((h, w)))).astype(np.complex64)
             kind = rng.choice(kinds, p=probs)
             accel = float(rng.uniform(*masks.accel))
             cf = float(rng.uniform(*masks.center_fraction))
