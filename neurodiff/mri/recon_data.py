@@ -32,7 +32,7 @@ class MaskPrior:
     kinds: tuple[tuple[str, float], ...] = (("random", 0.6), ("equispaced", 0.25), ("poisson", 0.15))
     accel: tuple[float, float] = (2.0, 10.0)
     center_fraction: tuple[float, float] = (0.03, 0.1)
-    bank_size: int = 16  # Poisson-disc masks are slow to draw: a bank per slice shape is drawn once and reused
+    bank_size: int = 32  # Poisson-disc masks are slow to draw: a bank on the canvas is drawn once, centre-cropped
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,11 @@ def _smooth_phase(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return c[0] * math.pi + c[1] * xx + c[2] * yy + 0.5 * (c[3] * xx * yy + c[4] * xx**2 + c[5] * yy**2)
 
 
+def _centre_crop(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    i, j = ((n - s) // 2 for n, s in zip(a.shape, shape))
+    return a[i : i + shape[0], j : j + shape[1]]
+
+
 def _random_crop(img: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     i, j = (int(rng.integers(n - s + 1)) if n > s else 0 for n, s in zip(img.shape, size))
     return img[i : i + size[0], j : j + size[1]]
@@ -79,7 +84,7 @@ def recon_batches(
     """Infinite iterator of :class:`Batch`: ``x0`` ``(B, 2, *size)`` scaled complex targets, ``cond.image``
     ``(B, 3, *size)`` zero-filled image and mask. Slices larger than ``size`` are randomly cropped."""
     rng = np.random.default_rng(seed)
-    banks: dict[tuple[int, int], list[np.ndarray]] = {}
+    bank: list[np.ndarray] = []
     kinds, probs = zip(*masks.kinds)
     while True:
         xs, cs = [], []
@@ -103,10 +108,9 @@ def recon_batches(
             accel = float(rng.uniform(*masks.accel))
             cf = float(rng.uniform(*masks.center_fraction))
             if kind == "poisson":
-                bank = banks.setdefault((h, w), [])
                 if len(bank) < masks.bank_size:
-                    bank.append(sampling_mask((h, w), accel, cf, "poisson", seed=int(rng.integers(2**31))))
-                m = bank[rng.integers(len(bank))]
+                    bank.append(sampling_mask(size, accel, cf, "poisson", seed=int(rng.integers(2**31))))
+                m = _centre_crop(bank[rng.integers(len(bank))], (h, w))
             else:
                 m = sampling_mask((h, w), accel, cf, kind, pe_axis=int(rng.integers(2)), seed=int(rng.integers(2**31)))
             xt = torch.from_numpy(x)[None]
