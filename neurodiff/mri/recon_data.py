@@ -1,11 +1,12 @@
 """Training batches for the reconstruction model, simulated from fully sampled magnitude slices.
 
 Each draw: a random slice, random flips, optionally an upsampling (so that the 2 mm training slices also look like
-1 mm scans, whose brains span twice the pixels) with white complex noise (a native scan's k-space periphery holds
-detail and noise, an interpolated one holds nothing), a random crop to the canvas, optionally a smooth random phase
-(real scans are complex), a random sampling mask (kind, acceleration, centre fraction, phase-encode axis) on the
-slice's own grid, the zero-filled image, per-slice scaling, and padding to a common size. Retrospective undersampling of magnitude images flatters
-results (Shimron et al., PNAS 2022); the phase augmentation reduces, not removes, that gap.
+1 mm and sub-millimetre scans, whose brains span 2-3 times the pixels) with white complex noise (a native scan's
+k-space periphery holds detail and noise, an interpolated one holds nothing), a random crop to the canvas,
+optionally a smooth random phase (real scans are complex), a random sampling mask (kind, acceleration, centre
+fraction, phase-encode axis) on the slice's own grid, the zero-filled image, per-slice scaling, and padding to a
+common size. Retrospective undersampling of magnitude images flatters results (Shimron et al., PNAS 2022); the phase
+augmentation reduces, not removes, that gap.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ZoomPrior:
     complex Gaussian noise of standard deviation in ``noise`` (units of the slice's 99.5th percentile)."""
 
     p: float = 0.5
-    factor: tuple[float, float] = (1.2, 2.2)
+    factor: tuple[float, float] = (1.2, 3.0)
     noise: tuple[float, float] = (0.0, 0.03)
 
 
