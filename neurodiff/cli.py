@@ -329,8 +329,8 @@ def anomaly(
         add_to_tables(paths["anomaly"].parent, scan, fields, res.slices)
         if not quiet:
             typer.echo(f"{scan}: score {res.image_score:.2f} ({res.image_percentile:.0f}th percentile of healthy "
-                       f"reference scans), {int(res.mask.sum())} voxels above {res.threshold:.2f} (fpr {fpr}) "
-                       f"in {res.seconds:.1f} s; outputs in {paths['anomaly'].parent}")
+                       f"reference scans), {fields['FlaggedVolume_ml']} ml ({int(res.mask.sum())} voxels) above "
+                       f"{res.threshold:.2f} (fpr {fpr}) in {res.seconds:.1f} s; outputs in {paths['anomaly'].parent}")
 
 
 def main() -> None:
