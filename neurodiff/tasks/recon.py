@@ -28,7 +28,7 @@ from ..mri import (
     read_kspace, sampling_mask, soft_project,
 )
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
-from ..mri.posterior import Projection, calibrated_std, sample_posterior_slices
+from ..mri.posterior import Posterior, Projection, calibrated_std, sample_posterior_slices
 from ..nets import divisor
 from ..weights import Model, load_model
 from .common import resolve_device
@@ -289,27 +289,31 @@ def reconstruct(
         raise InputError("the sampling mask samples nothing")
     if not torch.any(prob.zf.abs() > 0):
         raise InputError("the measured k-space is all zero: there is nothing to reconstruct")
-    dev = resolve_device(device)
-    m = model if isinstance(model, Model) else load_model(model, dev)
-    den = m.denoiser.to(dev)
-    cal = m.card.get("calibration", {})
-    std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    canvas = tuple(m.card.get("training", {}).get("image_size", (0, 0)))
-    work = tuple(max(a, b) for a, b in zip(prob.zf.shape[-2:], canvas))
-    post = sample_posterior_slices(
-        den, prob.zf, torch.from_numpy(prob.mask), prob.project_for,
-        group=prob.group or batch_slices or slices_per_batch(work, dev), progress=progress, n_samples=samples,
-        steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]), canvas=canvas,
-        keep_samples=save_samples, generator=gen,
-    )
+    if prob.mask.all():  # fully sampled: the image is the (coil-combined) inverse FFT, nothing to infer
+        post = Posterior(prob.zf, prob.zf.abs(), torch.zeros(prob.zf.shape),
+                         prob.zf[None].expand(samples, -1, -1, -1) if save_samples else None)
+        dev, sampler, model_name, version, std_scale, std_smooth = torch.device("cpu"), "none", None, None, 1.0, 0.0
+    else:
+        dev = resolve_device(device)
+        m = model if isinstance(model, Model) else load_model(model, dev)
+        cal = m.card.get("calibration", {})
+        std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
+        canvas = tuple(m.card.get("training", {}).get("image_size", (0, 0)))
+        work = tuple(max(a, b) for a, b in zip(prob.zf.shape[-2:], canvas))
+        post = sample_posterior_slices(
+            m.denoiser.to(dev), prob.zf, torch.from_numpy(prob.mask), prob.project_for,
+            group=prob.group or batch_slices or slices_per_batch(work, dev), progress=progress, n_samples=samples,
+            steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]), canvas=canvas,
+            keep_samples=save_samples, generator=torch.Generator(device=dev).manual_seed(seed),
+        )
+        sampler, model_name, version = "ddim", m.name, m.card.get("version")
     mean, mag = post.mean.numpy(), post.mag_mean.numpy()
     std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
     zf = prob.zf.numpy()
     recon = mean.astype(np.complex64) if prob.complex_output else mag.astype(np.float32)
     zfo = zf.astype(np.complex64) if prob.complex_output else np.abs(zf).astype(np.float32)
     metrics = None
-    if prob.reference is not None:
+    if prob.reference is not None and sampler != "none":  # (a fully sampled input is its own reference)
         ref = prob.reference
         metrics = {
             "recon": slice_metrics(ref, mag),
@@ -329,13 +333,13 @@ def reconstruct(
                   center_fraction=center_fraction, mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
-                  sampler="ddim", device=str(dev), model=m.name, model_version=m.card.get("version"),
+                  sampler=sampler, device=str(dev), model=model_name, model_version=version,
                   uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,
                   input_kind="kspace" if use_kspace else "image",
                   sampled_fraction=float(prob.mask.mean()))
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,
                        metrics, params, time.time() - t0,
-                       None if prob.reference is None else out(prob.reference.astype(np.float32)))
+                       None if metrics is None else out(prob.reference.astype(np.float32)))
 
 
 

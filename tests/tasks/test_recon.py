@@ -52,6 +52,15 @@ def test_twix_multicoil_kspace(untrained_recon_model):
     assert res.metrics["zerofilled"]["psnr"] > 15  # the fully sampled coil combination is the reference
 
 
+def test_fully_sampled_kspace_skips_the_sampler():
+    """Fully sampled k-space has nothing to infer: the output is the coil combination, with zero spread, and no
+    model is loaded (a model path that does not exist is never read)."""
+    res = reconstruct(DATA / "mri" / "gre.dat", samples=3, model="no-such-model", device="cpu", save_samples=True)
+    assert res.params["sampler"] == "none" and res.params["model"] is None
+    assert np.allclose(res.recon, res.zerofilled) and not res.uncertainty.any()
+    assert res.samples.shape == (160, 160, 1, 3) and res.metrics is None  # no metrics against itself
+
+
 @pytest.mark.parametrize("spec, n, expect", [(None, 9, (0, 9)), ("2:5", 9, (2, 5)), (":3", 9, (0, 3)),
                                              ("-2:", 9, (7, 9))])
 def test_parse_slices(spec, n, expect):
