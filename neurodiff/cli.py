@@ -177,6 +177,9 @@ def recon(
             )
         write(res, input, paths, outputs.tmp)
     if not quiet:
+        if res.params["sampler"] == "none":
+            typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT; give --accel to "
+                       "undersample it retrospectively")
         typer.echo(f"reconstructed {input} in {res.seconds:.1f} s; outputs:")
         for p in paths.values():
             typer.echo(f"  {p}")
