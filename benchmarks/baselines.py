@@ -28,7 +28,7 @@ import torch
 from neurodiff.mri import ifft2c
 from neurodiff.mri.metrics import slice_metrics
 
-__all__ = ["bart_available", "bart_pics", "lambda_sweep", "tune_lambda", "zero_filled"]
+__all__ = ["bart_available", "bart_pics", "bart_pics_multicoil", "lambda_sweep", "tune_lambda", "zero_filled"]
 
 
 # ---------------------------------------------------------------------------------------------- cfl I/O
@@ -143,6 +143,42 @@ def bart_pics(
     if ph or pw:  # back to k-space on the even grid, drop the padded frequencies, inverse FFT on the original grid
         out = _ifft2c_np(_fft2c_np(out)[:, ph:, pw:])
     return out.astype(np.complex64)
+
+
+def bart_pics_multicoil(kspace: np.ndarray, lam: float, iters: int = 100, threads: int = 1) -> np.ndarray:
+    """BART ``ecalib -m1`` (ESPIRiT sensitivities from the calibration centre) then ``pics -S -l1 -r lam`` per slice.
+
+    Parameters
+    ----------
+    kspace : ndarray, shape (S, C, H, W), complex
+        Centred multi-coil k-space, zero where not sampled; ``H`` and ``W`` even (BART's centring).
+    lam, iters, threads
+        As in :func:`bart_pics`.
+
+    Returns
+    -------
+    ndarray, shape (S, H, W), complex64
+        Coil-combined images (``|result|`` compares with a coil combination of normalised sensitivities).
+    """
+    if not bart_available():
+        raise RuntimeError("bart not found on PATH: apt-get install bart")
+    s, c, h, w = kspace.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"bart_pics_multicoil needs even H and W, got {h} x {w}")
+    env = {**os.environ, "OMP_NUM_THREADS": str(int(threads))}
+    out = np.empty((s, h, w), np.complex64)
+    with tempfile.TemporaryDirectory(prefix="bart_pics_mc_") as tmp:
+        d = Path(tmp)
+        for i in range(s):
+            _write_cfl(d / "ksp", kspace[i][:, None])  # numpy (C, 1, H, W) = BART [W, H, 1, C]
+            for cmd in (["bart", "ecalib", "-m1", str(d / "ksp"), str(d / "sens")],
+                        ["bart", "pics", "-S", "-l1", "-r", repr(float(lam)), "-i", str(int(iters)), str(d / "ksp"),
+                         str(d / "sens"), str(d / "img")]):
+                res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if res.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
+            out[i] = _read_cfl(d / "img").reshape(h, w)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- tuning

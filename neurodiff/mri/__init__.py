@@ -1,6 +1,6 @@
 """MRI physics: centred orthonormal FFT, sampling masks, k-space operators, data consistency, raw k-space readers."""
 
-from neurodiff.mri.consistency import hard_project, multicoil_project, soft_project
+from neurodiff.mri.consistency import hard_project, multicoil_project, snr_damping, soft_project
 from neurodiff.mri.fft import channels_to_complex, complex_to_channels, fft2c, ifft2c
 from neurodiff.mri.masks import check_mask, mask_from_kspace, sampling_mask
 from neurodiff.mri.operators import MultiCoil, SingleCoil, estimate_sensitivities, rss
@@ -22,6 +22,7 @@ __all__ = [
     "read_kspace",
     "rss",
     "sampling_mask",
+    "snr_damping",
     "soft_project",
     "write_cfl",
 ]

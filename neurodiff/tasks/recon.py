@@ -25,7 +25,7 @@ from ..io import ImageRecord, load_image
 from ..io.bids import split_extension
 from ..mri import (
     MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, mask_from_kspace, multicoil_project,
-    read_kspace, sampling_mask, soft_project,
+    read_kspace, sampling_mask, snr_damping, soft_project,
 )
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
 from ..mri.posterior import Posterior, Projection, calibrated_std, sample_posterior_slices
@@ -36,6 +36,9 @@ from .common import resolve_device
 DEFAULT_MODEL = "recon-t1-flair-tiny"
 KSPACE_EXTENSIONS = (".dat", ".h5", ".cfl", ".hdr")
 Progress = Callable[[int, int], None]  # (done, total) network evaluations
+# Multi-coil data consistency: CG iterations per sampling step, and the relative error of x0-hat that sets the
+# noise-adaptive damping (chosen on the twix phantom and simulated multi-coil brains; docs/recon.md).
+MULTICOIL_CG_STEPS, MULTICOIL_REL_ERROR = 5, 0.15
 
 
 @dataclass
@@ -127,6 +130,7 @@ class _Problem:
     record: ImageRecord
     complex_output: bool
     slice_axis: int
+    info: dict = field(default_factory=dict)  # recorded in the parameters
 
 
 def _image_problem(
@@ -195,8 +199,10 @@ def _kspace_problem(
         zf = torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, data)])
         group = 1  # one slice per batch: each has its own sensitivities
 
+        damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR) for d in data]
+
         def project_for(a: int, b: int) -> Projection:
-            return lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], steps=3)
+            return lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], MULTICOIL_CG_STEPS, damping[a])
 
         if full is not None:
             ones = torch.ones(hw, dtype=torch.bool)
@@ -206,7 +212,8 @@ def _kspace_problem(
     shape = (hw[0], hw[1], data.shape[0])
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
-    return _Problem(zf, mask, project_for, group, reference, record, False, 2)
+    info = {"multicoil_damping": [round(d, 5) for d in damping]} if c > 1 else {}
+    return _Problem(zf, mask, project_for, group, reference, record, False, 2, info)
 
 
 def reconstruct(
@@ -253,7 +260,8 @@ def reconstruct(
         Number of posterior samples (drawn as one batch per group of slices), DDIM steps and stochasticity.
     dc_weight
         Data-consistency weight on measured k-space (single coil): ``inf`` replaces it by the data (noiseless
-        data), a finite ``w`` blends ``(F x + w y) / (1 + w)`` for noisy data. Multi-coil data use a hard update.
+        data), a finite ``w`` blends ``(F x + w y) / (1 + w)`` for noisy data. Multi-coil data use conjugate
+        gradients damped by the noise level read from the k-space corners (:func:`~neurodiff.mri.snr_damping`).
     model
         Shipped model name, a user model path, or a loaded :class:`~neurodiff.weights.Model`.
     batch_slices
@@ -336,7 +344,7 @@ def reconstruct(
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
                   uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,
                   input_kind="kspace" if use_kspace else "image",
-                  sampled_fraction=float(prob.mask.mean()))
+                  sampled_fraction=float(prob.mask.mean()), **prob.info)
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,
                        metrics, params, time.time() - t0,
                        None if metrics is None else out(prob.reference.astype(np.float32)))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri.consistency import hard_project, multicoil_project, soft_project
+from neurodiff.mri.consistency import hard_project, multicoil_project, snr_damping, soft_project
 from neurodiff.mri.fft import fft2c
 from neurodiff.mri.masks import sampling_mask
 from neurodiff.mri.operators import MultiCoil, rss
@@ -55,7 +55,25 @@ def test_multicoil_projection():
     op = MultiCoil(mask, sens)
     y = op.A(truth)
     x = _rand((H, W), 6)
-    residuals = [torch.linalg.vector_norm(op.A(multicoil_project(x, y, mask, sens, steps=s)) - y) for s in range(4)]
-    assert all(b <= a + 1e-6 for a, b in zip(residuals, residuals[1:])) and residuals[-1] < residuals[0]
+    residuals = [torch.linalg.vector_norm(op.A(multicoil_project(x, y, mask, sens, steps=s)) - y) for s in range(6)]
+    assert all(b <= a + 1e-6 for a, b in zip(residuals, residuals[1:])) and residuals[-1] < 0.1 * residuals[0]
+    batch = torch.stack([x, 2 * x])  # each image of a batch is solved on its own
+    torch.testing.assert_close(multicoil_project(batch, y, mask, sens)[1], multicoil_project(2 * x, y, mask, sens))
+    torch.testing.assert_close(multicoil_project(x, y, mask, sens, damping=1e6), x, rtol=0, atol=1e-4)
     with pytest.raises(InputError):
         multicoil_project(x, y, mask, sens, steps=-1)
+    with pytest.raises(InputError):
+        multicoil_project(x, y, mask, sens, damping=-1.0)
+
+
+def test_snr_damping_reads_the_noise_from_kspace_corners():
+    h, w, sigma = 128, 96, 0.05
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    signal = torch.exp(-(yy**2 + xx**2) * 200).to(torch.complex64) * 50  # energy at the centre only
+    noise = sigma * _rand((2, h, w), 7)  # complex Gaussian, E|n|^2 = sigma^2
+    mask = torch.from_numpy(sampling_mask((h, w), 2, 0.1, seed=2))
+    k = (signal + noise) * mask
+    d = snr_damping(k, mask, rel_error=0.1)
+    sigma2 = d * 0.1**2 * float((k.abs() ** 2).sum()) / (h * w)
+    assert sigma2 == pytest.approx(sigma**2, rel=0.15)
+    assert snr_damping((signal * mask)[None], mask) < 1e-6 * d  # noiseless: fit the data
