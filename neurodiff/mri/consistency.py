@@ -94,16 +94,22 @@ def multicoil_project(
         raise InputError(f"steps must be >= 0, got {steps}")
     if not damping >= 0:
         raise InputError(f"damping must be >= 0, got {damping}")
+    # The centring shifts are permutations, so A^H A = shift^-1 o [S'^H F^-1 M' F S'] o shift with S', M' the
+    # shifted sensitivities and mask: the CG runs on shifted images with plain FFTs (about twice as fast).
     op = MultiCoil(mask, sens)
+    shift = lambda v: torch.fft.ifftshift(v, dim=(-2, -1))  # noqa: E731
+    m, s = shift(op.mask.to(x.device)), shift(sens.to(x.device))
 
     def normal(v: torch.Tensor) -> torch.Tensor:
-        return op.A_adjoint(op.A(v)) + damping * v
+        k = m * torch.fft.fft2(s * v.unsqueeze(-3), norm="ortho")
+        return (s.conj() * torch.fft.ifft2(k, norm="ortho")).sum(dim=-3) + damping * v
 
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # per image, kept for broadcasting
         return (a.conj() * b).real.sum(dim=(-2, -1), keepdim=True)
 
-    d = torch.zeros_like(x)  # solve (A^H A + damping) d = A^H (y - A x), then z = x + d
-    r = op.A_adjoint(y - op.A(x))
+    xs = shift(x)
+    d = torch.zeros_like(xs)  # solve (A^H A + damping) d = A^H (y - A x), then z = x + d
+    r = (s.conj() * torch.fft.ifft2(m * shift(y), norm="ortho")).sum(dim=-3) - normal(xs) + damping * xs
     p, rr = r.clone(), dot(r, r)
     for _ in range(steps):
         q = normal(p)
@@ -111,7 +117,7 @@ def multicoil_project(
         d, r = d + alpha * p, r - alpha * q
         rr_new = dot(r, r)
         p, rr = r + rr_new / rr.clamp_min(torch.finfo(rr.dtype).tiny) * p, rr_new
-    return x + d
+    return x + torch.fft.fftshift(d, dim=(-2, -1))
 
 
 def snr_damping(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor, rel_error: float = 0.15) -> float:
