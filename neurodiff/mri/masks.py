@@ -156,6 +156,15 @@ def mask_from_kspace(kspace: np.ndarray | torch.Tensor) -> np.ndarray:
     return (k != 0).reshape(-1, *k.shape[-2:]).any(axis=0)
 
 
+def is_full_block(mask: np.ndarray) -> bool:
+    """Whether the sampled locations of ``mask`` ``(H, W)`` form one filled rectangle: fully sampled k-space,
+    possibly zero-padded at the edges or partial Fourier (as scanners and fastMRI files store it)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return False
+    return bool(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all())
+
+
 def check_mask(mask: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> None:
     """Raise :class:`InputError` unless ``mask`` is a usable binary mask for k-space of ``shape``.
 

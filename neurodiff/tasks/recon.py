@@ -27,6 +27,7 @@ from ..mri import (
     MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, mask_from_kspace, multicoil_project,
     read_kspace, sampling_mask, snr_damping, soft_project,
 )
+from ..mri.masks import is_full_block
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
 from ..mri.posterior import Posterior, Projection, calibrated_std, sample_posterior_slices
 from ..nets import divisor
@@ -179,11 +180,11 @@ def _kspace_problem(
     measured = mask_from_kspace(ks.data)
     reference = None
     if mask_file is not None or accel is not None:
-        if not measured.all():
+        if not is_full_block(measured):
             raise InputError("the k-space is already undersampled: drop --accel/--mask to use its own sampling")
-        full = data
-        mask = (_load_mask(mask_file, hw, 2) if mask_file is not None
-                else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
+        full = data  # (zero-padded edges or partial Fourier stay unsampled)
+        mask = measured & (_load_mask(mask_file, hw, 2) if mask_file is not None
+                           else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
         data = data * torch.from_numpy(mask)
     else:
         full, mask = (data if measured.all() else None), measured

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri.masks import check_mask, mask_from_kspace, sampling_mask
+from neurodiff.mri.masks import check_mask, is_full_block, mask_from_kspace, sampling_mask
 
 KINDS = ["random", "equispaced", "poisson"]
 
@@ -82,3 +82,12 @@ def test_check_mask():
         check_mask(np.zeros((30, 34)), (30, 34))
     with pytest.raises(InputError, match="not binary"):
         check_mask(np.full((30, 34), 0.5), (30, 34))
+
+
+def test_is_full_block():
+    full = np.ones((8, 6), bool)
+    padded = np.zeros((8, 6), bool)
+    padded[1:7, :5] = True  # zero-padded edges / partial Fourier
+    assert is_full_block(full) and is_full_block(padded)
+    assert not is_full_block(sampling_mask((32, 24), 4, 0.1, seed=0))
+    assert not is_full_block(np.zeros((8, 6), bool))

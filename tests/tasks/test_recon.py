@@ -61,6 +61,24 @@ def test_fully_sampled_kspace_skips_the_sampler():
     assert res.samples.shape == (160, 160, 1, 3) and res.metrics is None  # no metrics against itself
 
 
+def test_zero_padded_kspace_undersampled_retrospectively(untrained_recon_model, tmp_path):
+    """Fully sampled k-space stored with zero-padded edge lines (as fastMRI files are) takes --accel; the padded
+    lines stay unsampled. Already undersampled k-space refuses it with one clear error."""
+    from neurodiff.errors import InputError
+    from neurodiff.mri import read_kspace, write_cfl
+
+    k = read_kspace(DATA / "mri" / "gre.dat").data.copy()
+    k[..., :6, :] = 0
+    write_cfl(tmp_path / "padded.cfl", k)
+    res = reconstruct(tmp_path / "padded.cfl", accel=2, center_fraction=0.1, samples=2, steps=2,
+                      model=untrained_recon_model, device="cpu")
+    assert not res.mask[:6].any() and 0.4 < res.mask.mean() < 0.5
+    assert res.metrics["zerofilled"]["psnr"] > 15
+    write_cfl(tmp_path / "under.cfl", k * res.mask[None, None, :, :, 0])
+    with pytest.raises(InputError, match="already undersampled"):
+        reconstruct(tmp_path / "under.cfl", accel=2, model=untrained_recon_model, device="cpu")
+
+
 @pytest.mark.parametrize("spec, n, expect", [(None, 9, (0, 9)), ("2:5", 9, (2, 5)), (":3", 9, (0, 3)),
                                              ("-2:", 9, (7, 9))])
 def test_parse_slices(spec, n, expect):
