@@ -131,6 +131,7 @@ class _Problem:
     record: ImageRecord
     complex_output: bool
     slice_axis: int
+    fully_sampled: bool = False  # nothing to infer: the output is the (coil-combined) inverse FFT
     info: dict = field(default_factory=dict)  # recorded in the parameters
 
 
@@ -156,7 +157,7 @@ def _image_problem(
             else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
     y = fft2c(x) * torch.from_numpy(mask)
     return _Problem(ifft2c(y), mask, _single_coil(y, mask, dc_weight), None, x.abs().numpy(), record,
-                    bool(np.iscomplexobj(data)), slice_axis)
+                    bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()))
 
 
 def _single_coil(y: torch.Tensor, mask: np.ndarray, dc_weight: float) -> Callable[[int, int], Projection]:
@@ -187,7 +188,7 @@ def _kspace_problem(
                            else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
         data = data * torch.from_numpy(mask)
     else:
-        full, mask = (data if measured.all() else None), measured
+        full, mask = (data if is_full_block(measured) else None), measured  # (zero-padded edges count as full)
     mt = torch.from_numpy(mask)
     c = data.shape[1]
     if c == 1:
@@ -214,7 +215,8 @@ def _kspace_problem(
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
     info = {"multicoil_damping": [round(d, 5) for d in damping]} if c > 1 else {}
-    return _Problem(zf, mask, project_for, group, reference, record, False, 2, info)
+    fully_sampled = mask_file is None and accel is None and full is not None
+    return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info)
 
 
 def reconstruct(
@@ -248,7 +250,10 @@ def reconstruct(
     kspace
         Treat a NIfTI input as complex k-space ``(H, W[, S][, C])``; default: by extension.
     accel, mask_type, center_fraction, pe_axis, seed
-        Retrospective undersampling: acceleration (image default 4; for k-space only when fully sampled),
+        Retrospective undersampling: acceleration (image default 4; for k-space only when fully sampled, where
+        a filled rectangle of k-space, zero-padded or partial Fourier, counts as fully sampled and the padding stays
+        unsampled; fully sampled k-space without ``accel``/``mask`` is returned as its coil combination, with zero
+        uncertainty and no sampling),
         ``random``/``equispaced`` 1D lines along ``pe_axis`` (0 = first in-plane axis) or 2D ``poisson``, the fully
         sampled centre fraction, and the seed of the mask and of the sampler.
     mask
@@ -298,7 +303,7 @@ def reconstruct(
         raise InputError("the sampling mask samples nothing")
     if not torch.any(prob.zf.abs() > 0):
         raise InputError("the measured k-space is all zero: there is nothing to reconstruct")
-    if prob.mask.all():  # fully sampled: the image is the (coil-combined) inverse FFT, nothing to infer
+    if prob.fully_sampled:
         post = Posterior(prob.zf, prob.zf.abs(), torch.zeros(prob.zf.shape),
                          prob.zf[None].expand(samples, -1, -1, -1) if save_samples else None)
         dev, sampler, model_name, version, std_scale, std_smooth = torch.device("cpu"), "none", None, None, 1.0, 0.0

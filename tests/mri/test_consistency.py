@@ -67,13 +67,32 @@ def test_multicoil_projection():
 
 
 def test_snr_damping_reads_the_noise_from_kspace_corners():
-    h, w, sigma = 128, 96, 0.05
+    h, w, sigma = 256, 192, 0.05
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     signal = torch.exp(-(yy**2 + xx**2) * 200).to(torch.complex64) * 50  # energy at the centre only
-    noise = sigma * _rand((2, h, w), 7)  # complex Gaussian, E|n|^2 = sigma^2
+    noise = sigma * _rand((4, h, w), 7)  # complex Gaussian, E|n|^2 = sigma^2
     mask = torch.from_numpy(sampling_mask((h, w), 2, 0.1, seed=2))
     k = (signal + noise) * mask
     d = snr_damping(k, mask, rel_error=0.1)
     sigma2 = d * 0.1**2 * float((k.abs() ** 2).sum()) / (h * w)
     assert sigma2 == pytest.approx(sigma**2, rel=0.15)
     assert snr_damping((signal * mask)[None], mask) < 1e-6 * d  # noiseless: fit the data
+    edge = k.clone()
+    edge[:, :16, :12] += 5 * sigma  # an object's edge reaching one corner does not raise the estimate
+    assert snr_damping(edge, mask, rel_error=0.1) == pytest.approx(d, rel=0.3)
+
+
+@pytest.mark.parametrize("h, w", [(9, 11), (10, 11), (9, 12)])
+def test_multicoil_cg_solves_the_damped_normal_equations_at_odd_sizes(h, w):
+    """Converged CG equals a dense solve of (A^H A + damping) d = A^H (y - A x) (centring shifts at odd sizes)."""
+    g = torch.Generator().manual_seed(0)
+    c = lambda *s: torch.randn(*s, generator=g, dtype=torch.complex128)  # noqa: E731
+    sens = c(3, h, w)
+    sens = sens / rss(sens)
+    mask = torch.rand(h, w, generator=g) > 0.5
+    x, y = c(h, w), c(3, h, w) * mask
+    op, lam = MultiCoil(mask, sens), 0.3
+    cols = torch.eye(h * w, dtype=torch.complex128).reshape(h * w, h, w)
+    normal = (op.A_adjoint(op.A(cols)) + lam * cols).reshape(h * w, h * w).T
+    d = torch.linalg.solve(normal, op.A_adjoint(y - op.A(x)).reshape(-1)).reshape(h, w)
+    torch.testing.assert_close(multicoil_project(x, y, mask, sens, steps=h * w, damping=lam), x + d)

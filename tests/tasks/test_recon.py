@@ -52,13 +52,22 @@ def test_twix_multicoil_kspace(untrained_recon_model):
     assert res.metrics["zerofilled"]["psnr"] > 15  # the fully sampled coil combination is the reference
 
 
-def test_fully_sampled_kspace_skips_the_sampler():
+def test_fully_sampled_kspace_skips_the_sampler(tmp_path):
     """Fully sampled k-space has nothing to infer: the output is the coil combination, with zero spread, and no
-    model is loaded (a model path that does not exist is never read)."""
+    model is loaded (a model path that does not exist is never read). Zero-padded edges count as fully sampled."""
+    from neurodiff.mri import MultiCoil, estimate_sensitivities, read_kspace, write_cfl
+
+    k = read_kspace(DATA / "mri" / "gre.dat").data
+    combined = MultiCoil(np.ones(k.shape[-2:], bool), estimate_sensitivities(torch.from_numpy(k[0]))).A_adjoint(
+        torch.from_numpy(k[0])).abs().numpy()
     res = reconstruct(DATA / "mri" / "gre.dat", samples=3, model="no-such-model", device="cpu", save_samples=True)
     assert res.params["sampler"] == "none" and res.params["model"] is None
-    assert np.allclose(res.recon, res.zerofilled) and not res.uncertainty.any()
+    assert np.allclose(res.recon[:, :, 0], combined, atol=1e-6 * combined.max()) and not res.uncertainty.any()
     assert res.samples.shape == (160, 160, 1, 3) and res.metrics is None  # no metrics against itself
+    padded = k.copy()
+    padded[..., :6, :] = 0
+    write_cfl(tmp_path / "padded.cfl", padded)
+    assert reconstruct(tmp_path / "padded.cfl", model="no-such-model", device="cpu").params["sampler"] == "none"
 
 
 def test_zero_padded_kspace_undersampled_retrospectively(untrained_recon_model, tmp_path):
