@@ -179,7 +179,7 @@ def _kspace_problem(
     data = torch.from_numpy(ks.data[parse_slices(slices, ks.data.shape[0])])  # (S, C, H, W)
     hw = tuple(data.shape[-2:])
     measured = mask_from_kspace(ks.data)
-    reference = None
+    reference, full, fully_sampled = None, None, False
     if mask_file is not None or accel is not None:
         if not is_full_block(measured):
             raise InputError("the k-space is already undersampled: drop --accel/--mask to use its own sampling")
@@ -188,7 +188,7 @@ def _kspace_problem(
                            else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
         data = data * torch.from_numpy(mask)
     else:
-        full, mask = (data if is_full_block(measured) else None), measured  # (zero-padded edges count as full)
+        mask, fully_sampled = measured, is_full_block(measured)  # (zero-padded edges count as full)
     mt = torch.from_numpy(mask)
     c = data.shape[1]
     if c == 1:
@@ -215,7 +215,6 @@ def _kspace_problem(
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
     info = {"multicoil_damping": [round(d, 5) for d in damping]} if c > 1 else {}
-    fully_sampled = mask_file is None and accel is None and full is not None
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info)
 
 
@@ -327,7 +326,7 @@ def reconstruct(
     recon = mean.astype(np.complex64) if prob.complex_output else mag.astype(np.float32)
     zfo = zf.astype(np.complex64) if prob.complex_output else np.abs(zf).astype(np.float32)
     metrics = None
-    if prob.reference is not None and sampler != "none":  # (a fully sampled input is its own reference)
+    if prob.reference is not None and not prob.fully_sampled:  # (a fully sampled input is its own reference)
         ref = prob.reference
         metrics = {
             "recon": slice_metrics(ref, mag),
