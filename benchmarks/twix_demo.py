@@ -28,7 +28,8 @@ def main() -> None:
         m = res.metrics or {}
         rows.append({"case": name, "sampled": round(res.params["sampled_fraction"], 3), "seconds": round(res.seconds, 1),
                      **{f"recon {k}": v for k, v in m.get("recon", {}).items()},
-                     **{f"zero-filled {k}": v for k, v in m.get("zerofilled", {}).items()}})
+                     **{f"zero-filled {k}": v for k, v in m.get("zerofilled", {}).items()},
+                     **{k: (m.get("uncertainty") or {}).get(k) for k in ("coverage90", "spearman")}})
     print(pd.DataFrame(rows).round(3).to_string(index=False))
     fig, axes = plt.subplots(3, len(runs), figsize=(3 * len(runs), 9))
     for j, (name, res) in enumerate(imgs.items()):

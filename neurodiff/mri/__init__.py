@@ -1,6 +1,8 @@
 """MRI physics: centred orthonormal FFT, sampling masks, k-space operators, data consistency, raw k-space readers."""
 
-from neurodiff.mri.consistency import hard_project, multicoil_project, snr_damping, soft_project
+from neurodiff.mri.consistency import (
+    hard_project, kspace_noise_variance, multicoil_project, perturbed_multicoil_project, snr_damping, soft_project,
+)
 from neurodiff.mri.fft import channels_to_complex, complex_to_channels, fft2c, ifft2c
 from neurodiff.mri.masks import check_mask, mask_from_kspace, sampling_mask
 from neurodiff.mri.operators import MultiCoil, SingleCoil, estimate_sensitivities, rss
@@ -17,8 +19,10 @@ __all__ = [
     "fft2c",
     "hard_project",
     "ifft2c",
+    "kspace_noise_variance",
     "mask_from_kspace",
     "multicoil_project",
+    "perturbed_multicoil_project",
     "read_kspace",
     "rss",
     "sampling_mask",

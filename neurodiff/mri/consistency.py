@@ -121,12 +121,84 @@ def multicoil_project(
     return x + torch.fft.fftshift(d, dim=(-2, -1))
 
 
+def perturbed_multicoil_project(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: np.ndarray | torch.Tensor,
+    sens: torch.Tensor,
+    noise_std: float,
+    steps: int = 5,
+    damping: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """:func:`multicoil_project` of each of ``N`` estimates onto its own noisy copy of the data
+    (randomise-then-optimise): ``y + noise_std * eps_n`` on the measured samples, so that posterior samples spread
+    by the measurement noise instead of all fitting the same noisy data.
+
+    The complex Gaussian draws ``eps_n`` (``E|eps|^2 = 1``) are centred over the ``N`` estimates and rescaled by
+    ``sqrt(N / (N - 1))``: they add no noise to the samples' mean and keep the variance ``noise_std^2``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, ..., H, W), complex
+        Image estimates, one per posterior sample.
+    y, mask, sens, steps, damping
+        As in :func:`multicoil_project`; ``y`` ``(C, H, W)``.
+    noise_std : float >= 0
+        Standard deviation of one complex k-space sample's noise (e.g. the root of :func:`kspace_noise_variance`).
+    generator : torch.Generator, optional
+        Of the draws, on ``x``'s device.
+
+    Returns
+    -------
+    Tensor, shape of ``x``, complex
+    """
+    if not noise_std >= 0:
+        raise InputError(f"noise_std must be >= 0, got {noise_std}")
+    n, m = x.shape[0], torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+    shape = (n,) + (1,) * (x.dim() - 3) + tuple(y.shape)
+    eps = torch.randn(shape, generator=generator, device=x.device, dtype=y.dtype)
+    if n > 1:
+        eps = (eps - eps.mean(0, keepdim=True)) * (n / (n - 1)) ** 0.5
+    return multicoil_project(x, y.to(x.device) + noise_std * eps * m.to(x.device), mask, sens, steps, damping)
+
+
+def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor) -> float:
+    """Variance ``sigma^2`` of one complex k-space sample's noise, from the sampled k-space corners.
+
+    The median magnitude of the sampled values in each corner (outer sixteenth of each axis, where a brain's
+    signal has died out) gives ``sigma^2 = median^2 / ln 2`` (``|n|^2`` of complex Gaussian noise is exponential);
+    the quietest corner is taken, as an object's edges can still put signal into the others.
+
+    Parameters
+    ----------
+    kspace : Tensor, shape (C, H, W), complex
+        Measured centred k-space, zero where not sampled.
+    mask : ndarray or Tensor, shape (H, W)
+        Binary sampling mask.
+
+    Returns
+    -------
+    float
+        ``sigma^2`` in the k-space's units squared; 0 when no corner holds 16 sampled values.
+    """
+    h, w = kspace.shape[-2:]
+    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).bool().cpu()
+    check_mask(m, tuple(kspace.shape))
+    eh, ew = max(2, h // 16), max(2, w // 16)
+    medians = []
+    for rows in (slice(0, eh), slice(h - eh, h)):
+        for cols in (slice(0, ew), slice(w - ew, w)):
+            v = kspace[:, rows, cols][:, m[rows, cols]].abs()
+            if v.numel() >= 16:
+                medians.append(float(v.median()))
+    return min(medians) ** 2 / math.log(2) if medians else 0.0
+
+
 def snr_damping(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor, rel_error: float = 0.15) -> float:
     """Damping of :func:`multicoil_project` for noisy data: ``sigma^2 / tau^2``.
 
-    ``sigma^2`` is the variance of one complex k-space sample's noise, estimated from the median magnitude of the
-    sampled k-space in each corner (outer sixteenth of each axis, where a brain's signal has died out), taking the
-    quietest corner;
+    ``sigma^2`` is the k-space noise variance (:func:`kspace_noise_variance`);
     ``tau^2 = rel_error^2 ||y||^2 / (H W)`` is the assumed variance of the image estimate's error per voxel, a
     fraction ``rel_error`` of the mean image energy (with orthonormal FFT and ``sum_c |S_c|^2 = 1``, ``||x||^2
     ~ ||y||^2``).
@@ -143,21 +215,8 @@ def snr_damping(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor, rel_error
     Returns
     -------
     float
-        0 when no corner holds 16 sampled values.
+        0 when the noise cannot be read (see :func:`kspace_noise_variance`).
     """
     h, w = kspace.shape[-2:]
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).bool().cpu()
-    check_mask(m, tuple(kspace.shape))
-    eh, ew = max(2, h // 16), max(2, w // 16)
-    medians = []
-    for rows in (slice(0, eh), slice(h - eh, h)):
-        for cols in (slice(0, ew), slice(w - ew, w)):
-            v = kspace[:, rows, cols][:, m[rows, cols]].abs()
-            if v.numel() >= 16:
-                medians.append(float(v.median()))
-    if not medians:
-        return 0.0
-    sigma2 = min(medians) ** 2 / math.log(2)  # |n|^2 of complex Gaussian noise is exponential; the quietest
-    # corner, as an object's edges can still put signal into the others
     energy = float((kspace.abs() ** 2).sum())
-    return sigma2 * h * w / (rel_error**2 * energy)
+    return kspace_noise_variance(kspace, mask) * h * w / (rel_error**2 * energy)

@@ -45,6 +45,7 @@ def sample_posterior(
     mask: torch.Tensor,
     project: Projection,
     *,
+    final: Projection | None = None,
     n_samples: int = 8,
     steps: int = 20,
     eta: float = 1.0,
@@ -66,6 +67,8 @@ def sample_posterior(
     project
         Data consistency in the data's units, applied to x0-hat at every step (e.g. a hard k-space projection);
         it receives tensors on the denoiser's device.
+    final
+        Data consistency of the finished samples (default ``project``).
     n_samples
         Number of posterior samples ``N``.
     steps, eta
@@ -109,7 +112,7 @@ def sample_posterior(
         x_T = torch.randn((n * s, 2) + cond_one.shape[-2:], generator=generator, device=dev)
         out = sample_ddim(denoiser, x_T, steps, cond=Cond(image=cond_one.repeat(n, 1, 1, 1)), eta=eta,
                           consistency=consistency, generator=generator, callback=count)
-        x = project(crop(channels_to_complex(out.float()), pads).reshape(n, s, h, w) * scale)
+        x = (final or project)(crop(channels_to_complex(out.float()), pads).reshape(n, s, h, w) * scale)
         for xi in x:  # Welford
             n_done += 1
             mean += (xi - mean) / n_done
@@ -130,14 +133,16 @@ def sample_posterior_slices(
     project_for: Callable[[int, int], Projection],
     *,
     group: int = 8,
+    final_for: Callable[[int, int], Projection] | None = None,
     steps: int = 20,
     progress: Callable[[int, int], None] | None = None,
     **kwargs,
 ) -> Posterior:
     """:func:`sample_posterior` over a stack of slices ``zf`` ``(S, H, W)``, ``group`` slices per batch.
 
-    ``project_for(a, b)`` returns the data consistency of slices ``a:b``; ``progress(done, total)`` counts network
-    evaluations; other keyword arguments go to :func:`sample_posterior`.
+    ``project_for(a, b)`` returns the data consistency of slices ``a:b`` (``final_for(a, b)``, when given, that of
+    their finished samples); ``progress(done, total)`` counts network evaluations; other keyword arguments go to
+    :func:`sample_posterior`.
     """
     s_total = zf.shape[0]
     total = steps * -(-s_total // group)
@@ -146,8 +151,9 @@ def sample_posterior_slices(
         b = min(a + group, s_total)
         base = steps * (a // group)
         tick = None if progress is None else (lambda calls, base=base: progress(base + calls, total))
-        parts.append(sample_posterior(denoiser, zf[a:b], mask, project_for(a, b), steps=steps, callback=tick,
-                                      **kwargs))
+        fin = None if final_for is None else final_for(a, b)
+        parts.append(sample_posterior(denoiser, zf[a:b], mask, project_for(a, b), final=fin, steps=steps,
+                                      callback=tick, **kwargs))
     keep = parts[0].samples is not None
     return Posterior(
         torch.cat([p.mean for p in parts]), torch.cat([p.mag_mean for p in parts]),

@@ -24,8 +24,8 @@ from ..errors import InputError
 from ..io import ImageRecord, load_image
 from ..io.bids import split_extension
 from ..mri import (
-    MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, mask_from_kspace, multicoil_project,
-    read_kspace, sampling_mask, snr_damping, soft_project,
+    MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_noise_variance, mask_from_kspace,
+    multicoil_project, perturbed_multicoil_project, read_kspace, sampling_mask, snr_damping, soft_project,
 )
 from ..mri.masks import is_full_block
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
@@ -133,6 +133,9 @@ class _Problem:
     slice_axis: int
     fully_sampled: bool = False  # nothing to infer: the output is the (coil-combined) inverse FFT
     info: dict = field(default_factory=dict)  # recorded in the parameters
+    # slices a:b -> the data consistency of the final samples, when it differs (noisy multi-coil data: each
+    # sample fits its own noisy copy of the data; the reconstruction is then the magnitude of the complex mean)
+    final_for: Callable[[int, int], Projection] | None = None
 
 
 def _image_problem(
@@ -202,9 +205,20 @@ def _kspace_problem(
         group = 1  # one slice per batch: each has its own sensitivities
 
         damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR) for d in data]
+        noise_std = [kspace_noise_variance(d, mask) ** 0.5 for d in data]
 
         def project_for(a: int, b: int) -> Projection:
             return lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], MULTICOIL_CG_STEPS, damping[a])
+
+        def final_for(a: int, b: int) -> Projection:  # each sample fits its own noisy copy of the data
+            gens: dict[torch.device, torch.Generator] = {}
+
+            def project(z: torch.Tensor) -> torch.Tensor:
+                g = gens.setdefault(z.device, torch.Generator(device=z.device).manual_seed(seed + a))
+                return perturbed_multicoil_project(z, data[a].to(z.device), mt, sens[a], noise_std[a],
+                                                   MULTICOIL_CG_STEPS, damping[a], generator=g)
+
+            return project
 
         if full is not None:
             ones = torch.ones(hw, dtype=torch.bool)
@@ -214,8 +228,10 @@ def _kspace_problem(
     shape = (hw[0], hw[1], data.shape[0])
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
-    info = {"multicoil_damping": [round(d, 5) for d in damping]} if c > 1 else {}
-    return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info)
+    info = {"multicoil_damping": [round(d, 5) for d in damping],
+            "multicoil_noise_std": [float(f"{v:.4g}") for v in noise_std]} if c > 1 else {}
+    return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info,
+                    final_for if c > 1 else None)
 
 
 def reconstruct(
@@ -315,12 +331,14 @@ def reconstruct(
         work = tuple(max(a, b) for a, b in zip(prob.zf.shape[-2:], canvas))
         post = sample_posterior_slices(
             m.denoiser.to(dev), prob.zf, torch.from_numpy(prob.mask), prob.project_for,
-            group=prob.group or batch_slices or slices_per_batch(work, dev), progress=progress, n_samples=samples,
+            group=prob.group or batch_slices or slices_per_batch(work, dev), final_for=prob.final_for,
+            progress=progress, n_samples=samples,
             steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]), canvas=canvas,
             keep_samples=save_samples, generator=torch.Generator(device=dev).manual_seed(seed),
         )
         sampler, model_name, version = "ddim", m.name, m.card.get("version")
-    mean, mag = post.mean.numpy(), post.mag_mean.numpy()
+    mean = post.mean.numpy()
+    mag = np.abs(mean) if prob.final_for is not None else post.mag_mean.numpy()  # (perturbed samples: unbiased)
     std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
     zf = prob.zf.numpy()
     recon = mean.astype(np.complex64) if prob.complex_output else mag.astype(np.float32)

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri.consistency import hard_project, multicoil_project, snr_damping, soft_project
+from neurodiff.mri.consistency import (
+    hard_project, kspace_noise_variance, multicoil_project, perturbed_multicoil_project, snr_damping, soft_project,
+)
 from neurodiff.mri.fft import fft2c
 from neurodiff.mri.masks import sampling_mask
 from neurodiff.mri.operators import MultiCoil, rss
@@ -73,9 +75,9 @@ def test_snr_damping_reads_the_noise_from_kspace_corners():
     noise = sigma * _rand((4, h, w), 7)  # complex Gaussian, E|n|^2 = sigma^2
     mask = torch.from_numpy(sampling_mask((h, w), 2, 0.1, seed=2))
     k = (signal + noise) * mask
+    assert kspace_noise_variance(k, mask) == pytest.approx(sigma**2, rel=0.15)
     d = snr_damping(k, mask, rel_error=0.1)
-    sigma2 = d * 0.1**2 * float((k.abs() ** 2).sum()) / (h * w)
-    assert sigma2 == pytest.approx(sigma**2, rel=0.15)
+    assert d == pytest.approx(kspace_noise_variance(k, mask) * h * w / (0.1**2 * float((k.abs() ** 2).sum())))
     assert snr_damping((signal * mask)[None], mask) < 1e-6 * d  # noiseless: fit the data
     edge = k.clone()
     edge[:, :16, :12] += 5 * sigma  # an object's edge reaching one corner does not raise the estimate
@@ -96,3 +98,25 @@ def test_multicoil_cg_solves_the_damped_normal_equations_at_odd_sizes(h, w):
     normal = (op.A_adjoint(op.A(cols)) + lam * cols).reshape(h * w, h * w).T
     d = torch.linalg.solve(normal, op.A_adjoint(y - op.A(x)).reshape(-1)).reshape(h, w)
     torch.testing.assert_close(multicoil_project(x, y, mask, sens, steps=h * w, damping=lam), x + d)
+
+
+def test_perturbed_projection_spreads_samples_by_the_noise_and_keeps_their_mean():
+    """Each sample fits its own noisy copy of the data: converged and undamped, the samples' measured k-space
+    keeps the noise in the range of the operator (a fraction H W / (C |M|) of its variance), their mean is the
+    unperturbed projection."""
+    h, w, n, sigma = 12, 10, 64, 0.3
+    g = torch.Generator().manual_seed(0)
+    sens = _rand((3, h, w), 1)
+    sens = sens / rss(sens)
+    mask = torch.from_numpy(sampling_mask((h, w), 2, 0.2, seed=0))
+    x, y = _rand((h, w), 2), _rand((3, h, w), 3) * mask
+    xs = x.expand(n, 1, h, w)
+    z = perturbed_multicoil_project(xs, y, mask, sens, sigma, steps=h * w, generator=g)
+    torch.testing.assert_close(z.mean(0)[0], multicoil_project(x, y, mask, sens, steps=h * w), rtol=0, atol=1e-3)
+    assert z.shape == xs.shape and torch.all(z.var(0) > 0)
+    spread = MultiCoil(mask, sens).A(z[:, 0]).var(0)[:, mask].mean()  # per coil, measured samples
+    assert float(spread) == pytest.approx(sigma**2 * h * w / (3 * int(mask.sum())), rel=0.2)
+    torch.testing.assert_close(perturbed_multicoil_project(xs, y, mask, sens, 0.0, steps=h * w),
+                               multicoil_project(xs, y, mask, sens, steps=h * w))
+    with pytest.raises(InputError):
+        perturbed_multicoil_project(xs, y, mask, sens, -1.0)
