@@ -121,46 +121,46 @@ def multicoil_project(
     return x + torch.fft.fftshift(d, dim=(-2, -1))
 
 
-def perturbed_multicoil_project(
-    x: torch.Tensor,
+def noisy_copies(
     y: torch.Tensor,
     mask: np.ndarray | torch.Tensor,
-    sens: torch.Tensor,
-    noise_std: float,
-    steps: int = 5,
-    damping: float = 0.0,
+    noise_std: float | torch.Tensor,
+    n: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """:func:`multicoil_project` of each of ``N`` estimates onto its own noisy copy of the data
-    (randomise-then-optimise): ``y + noise_std * eps_n`` on the measured samples, so that posterior samples spread
-    by the measurement noise instead of all fitting the same noisy data.
+    """``n`` copies of measured k-space with fresh noise on the measured samples: ``y + noise_std * eps_i``.
 
-    The complex Gaussian draws ``eps_n`` (``E|eps|^2 = 1``) are centred over the ``N`` estimates and rescaled by
-    ``sqrt(N / (N - 1))``: they add no noise to the samples' mean and keep the variance ``noise_std^2``.
+    Fitting each posterior sample to its own copy (randomise-then-optimise) puts the measurement noise into the
+    samples' spread instead of having them all fit the same noisy data. The complex Gaussian draws ``eps_i``
+    (``E|eps|^2 = 1``) are centred over the copies and rescaled by ``sqrt(n / (n - 1))``: their mean is ``y``
+    exactly and each keeps the variance ``noise_std^2``.
 
     Parameters
     ----------
-    x : Tensor, shape (N, ..., H, W), complex
-        Image estimates, one per posterior sample.
-    y, mask, sens, steps, damping
-        As in :func:`multicoil_project`; ``y`` ``(C, H, W)``.
-    noise_std : float >= 0
-        Standard deviation of one complex k-space sample's noise (e.g. the root of :func:`kspace_noise_variance`).
+    y : Tensor, shape (..., H, W), complex
+        Measured centred k-space (any leading axes: coils, slices).
+    mask : ndarray or Tensor, shape (H, W)
+        Binary sampling mask.
+    noise_std : float or Tensor broadcastable to ``y``
+        Standard deviation of one complex k-space sample's noise (e.g. the root of
+        :func:`kspace_noise_variance`), >= 0.
+    n : int >= 1
+        Number of copies.
     generator : torch.Generator, optional
-        Of the draws, on ``x``'s device.
+        Of the draws, on ``y``'s device.
 
     Returns
     -------
-    Tensor, shape of ``x``, complex
+    Tensor, shape (n, ..., H, W), complex
     """
-    if not noise_std >= 0:
+    std = torch.as_tensor(noise_std, device=y.device)
+    if not bool((std >= 0).all()):
         raise InputError(f"noise_std must be >= 0, got {noise_std}")
-    n, m = x.shape[0], torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
-    shape = (n,) + (1,) * (x.dim() - 3) + tuple(y.shape)
-    eps = torch.randn(shape, generator=generator, device=x.device, dtype=y.dtype)
+    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).to(y.device)
+    eps = torch.randn((n,) + tuple(y.shape), generator=generator, device=y.device, dtype=y.dtype)
     if n > 1:
         eps = (eps - eps.mean(0, keepdim=True)) * (n / (n - 1)) ** 0.5
-    return multicoil_project(x, y.to(x.device) + noise_std * eps * m.to(x.device), mask, sens, steps, damping)
+    return y + std * eps * m
 
 
 def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor) -> float:
@@ -168,7 +168,8 @@ def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor)
 
     The median magnitude of the sampled values in each corner (outer sixteenth of each axis, where a brain's
     signal has died out) gives ``sigma^2 = median^2 / ln 2`` (``|n|^2`` of complex Gaussian noise is exponential);
-    the quietest corner is taken, as an object's edges can still put signal into the others.
+    the quietest corner is taken, as an object's edges can still put signal into the others. Where no corner holds
+    16 sampled values (sparse variable-density patterns) the four corners are pooled.
 
     Parameters
     ----------
@@ -180,18 +181,18 @@ def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor)
     Returns
     -------
     float
-        ``sigma^2`` in the k-space's units squared; 0 when no corner holds 16 sampled values.
+        ``sigma^2`` in the k-space's units squared; 0 when the corners hold fewer than 16 sampled values.
     """
     h, w = kspace.shape[-2:]
     m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).bool().cpu()
     check_mask(m, tuple(kspace.shape))
     eh, ew = max(2, h // 16), max(2, w // 16)
-    medians = []
-    for rows in (slice(0, eh), slice(h - eh, h)):
-        for cols in (slice(0, ew), slice(w - ew, w)):
-            v = kspace[:, rows, cols][:, m[rows, cols]].abs()
-            if v.numel() >= 16:
-                medians.append(float(v.median()))
+    corners = [kspace[:, rows, cols][:, m[rows, cols]].abs().flatten()
+               for rows in (slice(0, eh), slice(h - eh, h)) for cols in (slice(0, ew), slice(w - ew, w))]
+    medians = [float(v.median()) for v in corners if v.numel() >= 16]
+    pooled = torch.cat(corners)
+    if not medians and pooled.numel() >= 16:
+        medians = [float(pooled.median())]
     return min(medians) ** 2 / math.log(2) if medians else 0.0
 
 

@@ -25,7 +25,7 @@ from ..io import ImageRecord, load_image
 from ..io.bids import split_extension
 from ..mri import (
     MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_noise_variance, mask_from_kspace,
-    multicoil_project, perturbed_multicoil_project, read_kspace, sampling_mask, snr_damping, soft_project,
+    multicoil_project, noisy_copies, read_kspace, sampling_mask, snr_damping, soft_project,
 )
 from ..mri.masks import is_full_block
 from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
@@ -133,8 +133,8 @@ class _Problem:
     slice_axis: int
     fully_sampled: bool = False  # nothing to infer: the output is the (coil-combined) inverse FFT
     info: dict = field(default_factory=dict)  # recorded in the parameters
-    # slices a:b -> the data consistency of the final samples, when it differs (noisy multi-coil data: each
-    # sample fits its own noisy copy of the data; the reconstruction is then the magnitude of the complex mean)
+    # slices a:b -> the data consistency of the final samples, when it differs (measured k-space: each sample
+    # fits its own noisy copy of the data; the reconstruction is then the magnitude of the complex mean)
     final_for: Callable[[int, int], Projection] | None = None
 
 
@@ -194,9 +194,14 @@ def _kspace_problem(
         mask, fully_sampled = measured, is_full_block(measured)  # (zero-padded edges count as full)
     mt = torch.from_numpy(mask)
     c = data.shape[1]
+    noise_std = [kspace_noise_variance(d, mask) ** 0.5 for d in data]
     if c == 1:
         zf, group = ifft2c(data[:, 0]), None
         project_for = _single_coil(data[:, 0], mask, dc_weight)
+
+        def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y (N, S, 1, H, W)
+            return soft_project(z, y[:, :, 0], mt, dc_weight)
+
         if full is not None:
             reference = ifft2c(full[:, 0]).abs().numpy()
     else:
@@ -205,33 +210,36 @@ def _kspace_problem(
         group = 1  # one slice per batch: each has its own sensitivities
 
         damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR) for d in data]
-        noise_std = [kspace_noise_variance(d, mask) ** 0.5 for d in data]
 
         def project_for(a: int, b: int) -> Projection:
             return lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], MULTICOIL_CG_STEPS, damping[a])
 
-        def final_for(a: int, b: int) -> Projection:  # each sample fits its own noisy copy of the data
-            gens: dict[torch.device, torch.Generator] = {}
-
-            def project(z: torch.Tensor) -> torch.Tensor:
-                g = gens.setdefault(z.device, torch.Generator(device=z.device).manual_seed(seed + a))
-                return perturbed_multicoil_project(z, data[a].to(z.device), mt, sens[a], noise_std[a],
-                                                   MULTICOIL_CG_STEPS, damping[a], generator=g)
-
-            return project
+        def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y (N, 1, C, H, W)
+            return multicoil_project(z, y, mt, sens[a], MULTICOIL_CG_STEPS, damping[a])
 
         if full is not None:
             ones = torch.ones(hw, dtype=torch.bool)
             reference = torch.stack([MultiCoil(ones, s).A_adjoint(f) for s, f in zip(sens, full)]).abs().numpy()
+    sigma = torch.tensor(noise_std)[:, None, None, None]  # (S, 1, 1, 1)
+
+    def final_for(a: int, b: int) -> Projection:  # each sample fits its own noisy copy of the data
+        gens: dict[torch.device, torch.Generator] = {}
+
+        def project(z: torch.Tensor) -> torch.Tensor:  # z (N, b - a, H, W)
+            g = gens.setdefault(z.device, torch.Generator(device=z.device).manual_seed(seed + a))
+            return fit(z, noisy_copies(data[a:b].to(z.device), mt, sigma[a:b].to(z.device), z.shape[0], g), a)
+
+        return project
+
     vox = ks.voxel_size or (1.0, 1.0, 1.0)
     affine = ks.affine if ks.affine is not None else np.diag([*vox, 1.0])
     shape = (hw[0], hw[1], data.shape[0])
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
-    info = {"multicoil_damping": [round(d, 5) for d in damping],
-            "multicoil_noise_std": [float(f"{v:.4g}") for v in noise_std]} if c > 1 else {}
-    return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info,
-                    final_for if c > 1 else None)
+    info = {"kspace_noise_std": [float(f"{v:.4g}") for v in noise_std]}
+    if c > 1:
+        info["multicoil_damping"] = [round(d, 5) for d in damping]
+    return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for)
 
 
 def reconstruct(

@@ -6,7 +6,7 @@ import torch
 
 from neurodiff.errors import InputError
 from neurodiff.mri.consistency import (
-    hard_project, kspace_noise_variance, multicoil_project, perturbed_multicoil_project, snr_damping, soft_project,
+    hard_project, kspace_noise_variance, multicoil_project, noisy_copies, snr_damping, soft_project,
 )
 from neurodiff.mri.fft import fft2c
 from neurodiff.mri.masks import sampling_mask
@@ -82,6 +82,13 @@ def test_snr_damping_reads_the_noise_from_kspace_corners():
     edge = k.clone()
     edge[:, :16, :12] += 5 * sigma  # an object's edge reaching one corner does not raise the estimate
     assert snr_damping(edge, mask, rel_error=0.1) == pytest.approx(d, rel=0.3)
+    sparse = torch.zeros(h, w, dtype=torch.bool)  # a few samples per corner (variable density): corners pooled
+    sparse[::5, ::5] = True
+    sparse[h // 2 - 8:h // 2 + 8, w // 2 - 8:w // 2 + 8] = True
+    assert kspace_noise_variance(((signal + noise) * sparse)[:1], sparse) == pytest.approx(sigma**2, rel=0.3)
+    centre_only = torch.zeros(h, w, dtype=torch.bool)
+    centre_only[h // 2 - 8:h // 2 + 8, :] = True  # nothing sampled in the corners: the noise cannot be read
+    assert kspace_noise_variance(k * centre_only, centre_only) == 0.0
 
 
 @pytest.mark.parametrize("h, w", [(9, 11), (10, 11), (9, 12)])
@@ -100,7 +107,7 @@ def test_multicoil_cg_solves_the_damped_normal_equations_at_odd_sizes(h, w):
     torch.testing.assert_close(multicoil_project(x, y, mask, sens, steps=h * w, damping=lam), x + d)
 
 
-def test_perturbed_projection_spreads_samples_by_the_noise_and_keeps_their_mean():
+def test_noisy_copies_spread_samples_by_the_noise_and_keep_their_mean():
     """Each sample fits its own noisy copy of the data: converged and undamped, the samples' measured k-space
     keeps the noise in the range of the operator (a fraction H W / (C |M|) of its variance), their mean is the
     unperturbed projection."""
@@ -110,13 +117,14 @@ def test_perturbed_projection_spreads_samples_by_the_noise_and_keeps_their_mean(
     sens = sens / rss(sens)
     mask = torch.from_numpy(sampling_mask((h, w), 2, 0.2, seed=0))
     x, y = _rand((h, w), 2), _rand((3, h, w), 3) * mask
-    xs = x.expand(n, 1, h, w)
-    z = perturbed_multicoil_project(xs, y, mask, sens, sigma, steps=h * w, generator=g)
-    torch.testing.assert_close(z.mean(0)[0], multicoil_project(x, y, mask, sens, steps=h * w), rtol=0, atol=1e-3)
-    assert z.shape == xs.shape and torch.all(z.var(0) > 0)
-    spread = MultiCoil(mask, sens).A(z[:, 0]).var(0)[:, mask].mean()  # per coil, measured samples
+    copies = noisy_copies(y, mask, sigma, n, g)
+    assert copies.shape == (n, 3, h, w) and not copies[:, :, ~mask].any()
+    torch.testing.assert_close(copies.mean(0), y)  # centred: the mean is the data
+    assert float(copies[:, :, mask].var(0).mean()) == pytest.approx(sigma**2, rel=0.1)
+    z = multicoil_project(x.expand(n, h, w), copies, mask, sens, steps=h * w)
+    torch.testing.assert_close(z.mean(0), multicoil_project(x, y, mask, sens, steps=h * w), rtol=0, atol=1e-3)
+    spread = MultiCoil(mask, sens).A(z).var(0)[:, mask].mean()  # per coil, measured samples
     assert float(spread) == pytest.approx(sigma**2 * h * w / (3 * int(mask.sum())), rel=0.2)
-    torch.testing.assert_close(perturbed_multicoil_project(xs, y, mask, sens, 0.0, steps=h * w),
-                               multicoil_project(xs, y, mask, sens, steps=h * w))
+    torch.testing.assert_close(noisy_copies(y, mask, 0.0, 2), y.expand(2, 3, h, w))
     with pytest.raises(InputError):
-        perturbed_multicoil_project(xs, y, mask, sens, -1.0)
+        noisy_copies(y, mask, -1.0, 2)
