@@ -273,8 +273,9 @@ def anomaly(
                                                     "scan, deepbet for a scan with skull]."),
     lesion_mask: Optional[List[Path]] = typer.Option(None, "--lesion-mask", help="calibrate: known lesions per "
                                                      "reference scan, left out of the healthy statistics."),
-    fpr: float = typer.Option(0.01, help="Voxel false-positive rate on healthy reference brains at which the "
-                              "anomaly mask is thresholded."),
+    fpr: Optional[float] = typer.Option(None, help="Voxel false-positive rate on healthy reference brains at which "
+                                        "the anomaly mask is thresholded [default: the model's operating rate, "
+                                        "chosen on its benchmark's validation subjects; 0.01 if it has none]."),
     method: Optional[Method] = typer.Option(None, help="residual (one-step healthy-estimate residual), elbo "
                                             "(likelihood terms) or recon (partial-noising reconstruction error) "
                                             "[default: the model's best on its benchmark]."),
@@ -333,7 +334,8 @@ def anomaly(
         if not quiet:
             typer.echo(f"{scan}: score {res.image_score:.2f} ({res.image_percentile:.0f}th percentile of healthy "
                        f"reference scans), {fields['FlaggedVolume_ml']} ml ({int(res.mask.sum())} voxels) above "
-                       f"{res.threshold:.2f} (fpr {fpr}) in {res.seconds:.1f} s; outputs in {paths['anomaly'].parent}")
+                       f"{res.threshold:.2f} (fpr {res.params['fpr']}) in {res.seconds:.1f} s; outputs in "
+                       f"{paths['anomaly'].parent}")
 
 
 def main() -> None:

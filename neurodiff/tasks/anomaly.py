@@ -33,6 +33,7 @@ from .common import resolve_device
 
 CONTRASTS = {"flair": "anomaly-flair-tiny", "t1": "anomaly-t1-tiny"}
 _SUFFIX = {"flair": "flair", "t1w": "t1", "t1": "t1"}
+DEFAULT_FPR = 0.01  # voxel false-positive rate of the anomaly mask when the model's card names none
 _WHAT = {"residual": "residuals of the one-step healthy estimate", "elbo": "negative-ELBO terms",
          "recon": "reconstruction errors"}
 
@@ -131,7 +132,7 @@ def detect(
     contrast: str | None = None,
     model: str | None = None,
     brain_mask: str | Path | nib.Nifti1Image | None = None,
-    fpr: float = 0.01,
+    fpr: float | None = None,
     method: str | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -149,12 +150,14 @@ def detect(
     brain_mask
         Brain mask on any grid overlapping the scan; computed when absent (:func:`~neurodiff.anomaly.preprocess.compute_brain_mask`).
     fpr
-        Voxel false-positive rate on healthy reference brains at which the binary mask is thresholded.
+        Voxel false-positive rate on healthy reference brains at which the binary mask is thresholded; default the
+        model's operating rate (the one its benchmark chose on validation subjects, recorded in its card), else
+        ``DEFAULT_FPR``.
     method
         ``"residual"``, ``"elbo"`` or ``"recon"``; default the model's best (recorded in its card).
     """
     t0 = time.time()
-    if not 0 < fpr < 1:
+    if fpr is not None and not 0 < fpr < 1:
         raise InputError(f"--fpr must be between 0 and 1, got {fpr}")
     name = contrast_model(image if not isinstance(image, nib.Nifti1Image) else None, contrast, model)
     data, record = load_image(image, ndim=(3,))
@@ -167,6 +170,7 @@ def detect(
     dev = resolve_device(device)
     mdl = _anomaly_model(name, dev)
     ref = _reference(mdl, method)
+    fpr = float((mdl.card.get("reference") or {}).get("fpr", DEFAULT_FPR)) if fpr is None else fpr
     thr = ref.threshold_at(fpr)  # checks the rate before any work
     prep = _prepare(mdl, img, brain_img)
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -255,7 +259,7 @@ def calibrate(
                                          cfg).to_dict()
     card = dict(mdl.card)
     card["name"] = out.name
-    card["reference"] = {"default": default, **refs,
+    card["reference"] = {"default": default, "fpr": current.get("fpr", DEFAULT_FPR), **refs,
                          "scans": [str(p) for p in references]}
     src = MODELS_DIR / name if name in shipped_models() else Path(name).with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,25 @@ def test_other_method_and_missing_reference(untrained_anomaly_model, tmp_path):
         detect(STROKE, model=str(stem), method="recon")
 
 
+def test_default_rate_is_the_models_operating_rate(untrained_anomaly_model, tmp_path):
+    """Without --fpr the mask is thresholded at the rate the model's card names (its benchmark's choice), which
+    `calibrate` keeps; a card without one gives 0.01."""
+    from neurodiff.tasks.anomaly import calibrate
+
+    card = json.loads(untrained_anomaly_model.read_text())
+    assert card["reference"]["fpr"] == 0.01  # the fixture's raw model named none
+    card["reference"]["fpr"] = 0.003
+    stem = tmp_path / "op"
+    stem.with_suffix(".json").write_text(json.dumps(card))
+    stem.with_suffix(".safetensors").write_bytes(untrained_anomaly_model.with_suffix(".safetensors").read_bytes())
+    res = detect(STROKE, model=str(stem), device="cpu")
+    explicit = detect(STROKE, model=str(stem), device="cpu", fpr=0.003)
+    assert res.params["fpr"] == 0.003 and res.threshold == explicit.threshold
+    assert detect(STROKE, model=str(stem), device="cpu", fpr=0.01).params["fpr"] == 0.01
+    again = calibrate([STROKE], tmp_path / "recal", model=str(stem.with_suffix(".json")), device="cpu")
+    assert json.loads(again.read_text())["reference"]["fpr"] == 0.003
+
+
 def test_contrast_comes_from_the_bids_suffix():
     assert contrast_model("sub-01_FLAIR.nii.gz", None, None) == "anomaly-flair-tiny"
     assert contrast_model("sub-01_ses-2_T1w.nii.gz", None, None) == "anomaly-t1-tiny"
