@@ -196,10 +196,11 @@ def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor)
     return min(medians) ** 2 / math.log(2) if medians else 0.0
 
 
-def snr_damping(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor, rel_error: float = 0.15) -> float:
+def snr_damping(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor, rel_error: float = 0.15,
+                noise_variance: float | None = None) -> float:
     """Damping of :func:`multicoil_project` for noisy data: ``sigma^2 / tau^2``.
 
-    ``sigma^2`` is the k-space noise variance (:func:`kspace_noise_variance`);
+    ``sigma^2`` is the k-space noise variance (``noise_variance``, default :func:`kspace_noise_variance`);
     ``tau^2 = rel_error^2 ||y||^2 / (H W)`` is the assumed variance of the image estimate's error per voxel, a
     fraction ``rel_error`` of the mean image energy (with orthonormal FFT and ``sum_c |S_c|^2 = 1``, ``||x||^2
     ~ ||y||^2``).
@@ -212,6 +213,8 @@ def snr_damping(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor, rel_error
         Binary sampling mask.
     rel_error : float > 0
         Relative error of the image estimate (neurodiff's recon uses 0.15, chosen on raw and simulated data).
+    noise_variance : float, optional
+        ``sigma^2`` when already known.
 
     Returns
     -------
@@ -220,4 +223,5 @@ def snr_damping(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor, rel_error
     """
     h, w = kspace.shape[-2:]
     energy = float((kspace.abs() ** 2).sum())
-    return kspace_noise_variance(kspace, mask) * h * w / (rel_error**2 * energy)
+    sigma2 = kspace_noise_variance(kspace, mask) if noise_variance is None else noise_variance
+    return sigma2 * h * w / (rel_error**2 * energy)

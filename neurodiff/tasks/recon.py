@@ -194,13 +194,12 @@ def _kspace_problem(
         mask, fully_sampled = measured, is_full_block(measured)  # (zero-padded edges count as full)
     mt = torch.from_numpy(mask)
     c = data.shape[1]
-    noise_std = [kspace_noise_variance(d, mask) ** 0.5 for d in data]
+    noise_var = [kspace_noise_variance(d, mask) for d in data]
     if c == 1:
         zf, group = ifft2c(data[:, 0]), None
-        project_for = _single_coil(data[:, 0], mask, dc_weight)
 
-        def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y (N, S, 1, H, W)
-            return soft_project(z, y[:, :, 0], mt, dc_weight)
+        def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y ([N,] S, 1, H, W)
+            return soft_project(z, y[..., 0, :, :], mt, dc_weight)
 
         if full is not None:
             reference = ifft2c(full[:, 0]).abs().numpy()
@@ -209,18 +208,19 @@ def _kspace_problem(
         zf = torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, data)])
         group = 1  # one slice per batch: each has its own sensitivities
 
-        damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR) for d in data]
+        damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR, v) for d, v in zip(data, noise_var)]
 
-        def project_for(a: int, b: int) -> Projection:
-            return lambda z: multicoil_project(z, data[a].to(z.device), mt, sens[a], MULTICOIL_CG_STEPS, damping[a])
-
-        def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y (N, 1, C, H, W)
+        def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y ([N,] 1, C, H, W)
             return multicoil_project(z, y, mt, sens[a], MULTICOIL_CG_STEPS, damping[a])
 
         if full is not None:
             ones = torch.ones(hw, dtype=torch.bool)
             reference = torch.stack([MultiCoil(ones, s).A_adjoint(f) for s, f in zip(sens, full)]).abs().numpy()
+    noise_std = [v**0.5 for v in noise_var]
     sigma = torch.tensor(noise_std)[:, None, None, None]  # (S, 1, 1, 1)
+
+    def project_for(a: int, b: int) -> Projection:
+        return lambda z: fit(z, data[a:b].to(z.device), a)
 
     def final_for(a: int, b: int) -> Projection:  # each sample fits its own noisy copy of the data
         gens: dict[torch.device, torch.Generator] = {}
