@@ -9,7 +9,9 @@ undersampling flatters every method alike: Shimron et al., PNAS 2022).
 Methods: zero-filling; BART ``pics -S -l1 -r LAMBDA`` (l1-wavelet, lambda tuned on training subjects); neurodiff
 (posterior mean of N samples). Uncertainty: 90% interval coverage (mean +- 1.645 std), Spearman(std, |error|) and
 AUSE over the object's voxels (above 5% of the slice maximum), before and after the scale fitted on the
-calibration subjects (``--calibrate`` writes it into the model card).
+calibration subjects (``--calibrate`` writes it into the model card). ``spearman_oracle`` is the same rank
+correlation for an oracle map, the true error's RMS over each voxel's neighbours (``neighbour_error``): how
+predictable the size of the error is from its surroundings at all.
 
 ``--test-set 1mm`` tests instead on two real 1 mm scans never used for training: Colin27's brain
 (``mri/colin27/ch2bet.nii.gz``, T1, an average of 27 scans, so smooth and nearly noise-free) and the niivue stroke
@@ -30,11 +32,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import norm
+from scipy.stats import norm, spearmanr
 
 from neurodiff.mri import fft2c, ifft2c, sampling_mask
 from neurodiff.mri.posterior import calibrated_std
-from neurodiff.mri.metrics import foreground, slice_metrics, uncertainty_metrics
+from neurodiff.mri.metrics import foreground, neighbour_error, slice_metrics, uncertainty_metrics
 from neurodiff.tasks.recon import reconstruct
 from neurodiff.weights import load_model
 
@@ -122,6 +124,8 @@ def uncertainty_table(unc, scale: float, smooth: float) -> pd.DataFrame:
         fgs = [foreground(p[1]) for p in parts]  # object voxels of each slice stack, pooled
         ref, mean, std = (np.concatenate([p[i][fg] for p, fg in zip(parts, fgs)]) for i in (1, 2, 3))
         m = uncertainty_metrics(ref, mean, std, np.ones(ref.shape, bool))
+        oracle = np.concatenate([neighbour_error(p[1], p[2])[fg] for p, fg in zip(parts, fgs)])
+        m["spearman_oracle"] = float(spearmanr(oracle, np.abs(mean - ref)).statistic)
         rows.append({"accel": accel, "std scale": scale, "smoothing (voxels)": smooth, **m})
     return pd.DataFrame(rows)
 

@@ -53,6 +53,24 @@ def ause(err: np.ndarray, std: np.ndarray, fractions: int = 20) -> float:
     return float(np.mean(gaps))
 
 
+def neighbour_error(ref: np.ndarray, est: np.ndarray, sigma: float = 0.5) -> np.ndarray:
+    """RMS of the true error ``est - ref`` around each voxel of ``(S, H, W)`` slices, the voxel itself left out
+    (in-plane Gaussian weights of ``sigma`` voxels, renormalised without the centre).
+
+    An oracle uncertainty map: it knows the truth next door. Its rank correlation with ``|est - ref|`` says how
+    much of the error's size can be predicted from the voxel's surroundings at all, a reference level for
+    Spearman(std, |error|) that no map at this resolution is expected to exceed (voxel-white error such as the
+    reference's own noise in unsampled k-space is unpredictable)."""
+    from scipy.ndimage import gaussian_filter
+
+    impulse = np.zeros((1, 9, 9))
+    impulse[0, 4, 4] = 1.0
+    w0 = gaussian_filter(impulse, (0, sigma, sigma))[0, 4, 4]  # the centre's weight
+    sq = (est.astype(np.float64) - ref) ** 2
+    local = (gaussian_filter(sq, (0, sigma, sigma)) - w0 * sq) / (1.0 - w0)
+    return np.sqrt(np.maximum(local, 0.0))
+
+
 def uncertainty_metrics(ref: np.ndarray, mean: np.ndarray, std: np.ndarray, where: np.ndarray) -> dict[str, float]:
     """90% interval coverage, Spearman correlation of ``std`` with ``|mean - ref|`` and AUSE over ``where``."""
     r, m, s = ref[where], mean[where], std[where]

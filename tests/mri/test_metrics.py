@@ -1,0 +1,40 @@
+"""Uncertainty metrics: interval coverage, sparsification and the neighbour-error oracle."""
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from neurodiff.mri.metrics import ause, coverage, neighbour_error
+
+
+def test_coverage_of_a_calibrated_gaussian_is_its_level():
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.5, 2.0, 200_000)
+    ref = std * rng.standard_normal(std.shape)
+    assert abs(coverage(ref, np.zeros_like(ref), std, 0.9) - 0.9) < 0.005
+
+
+def test_ause_is_zero_for_the_oracle_ranking_and_positive_for_a_random_one():
+    err = np.random.default_rng(1).random(5000)
+    assert ause(err, err) == 0.0
+    assert ause(err, np.random.default_rng(2).random(5000)) > 0.1
+
+
+def test_neighbour_error_leaves_the_voxel_itself_out():
+    ref = np.zeros((1, 9, 9))
+    est = ref.copy()
+    est[0, 4, 4] = 3.0  # one wrong voxel
+    local = neighbour_error(ref, est)
+    assert local[0, 4, 4] == 0.0  # its own error is not seen
+    assert local[0, 4, 5] > 0.0  # its neighbours see it
+    flat = neighbour_error(ref, ref + 2.0)
+    np.testing.assert_allclose(flat, 2.0)  # a constant error is its own local RMS
+
+
+def test_neighbour_error_predicts_smooth_errors_but_not_white_ones():
+    rng = np.random.default_rng(3)
+    ref = np.zeros((2, 64, 64))
+    white = rng.standard_normal(ref.shape)
+    amplitude = 0.2 + np.linspace(0, 3, 64)[None, None, :] * np.ones_like(ref)  # error size varies across x
+    for err, lo, hi in ((white, -0.05, 0.05), (amplitude * white, 0.3, 1.0)):
+        rho = spearmanr(neighbour_error(ref, err).ravel(), np.abs(err).ravel()).statistic
+        assert lo < rho < hi
