@@ -6,6 +6,7 @@ Masks: 1D random phase-encode lines along the first axis, 4x with centre 8% and 
 mask per volume, the same for every method. k-space is simulated from the magnitude images (retrospective
 undersampling flatters every method alike: Shimron et al., PNAS 2022).
 
+``noise-limited psnr`` estimates the ceiling set by the references' own noise (``noise_limited_psnr``).
 Methods: zero-filling; BART ``pics -S -l1 -r LAMBDA`` (l1-wavelet, lambda tuned on training subjects); neurodiff
 (posterior mean of N samples). Uncertainty: 90% interval coverage (mean +- 1.645 std), Spearman(std, |error|) and
 AUSE over the object's voxels (above 5% of the slice maximum), before and after the scale fitted on the
@@ -34,7 +35,7 @@ import pandas as pd
 import torch
 from scipy.stats import norm, spearmanr
 
-from neurodiff.mri import fft2c, ifft2c, sampling_mask
+from neurodiff.mri import fft2c, ifft2c, kspace_noise_variance, sampling_mask
 from neurodiff.mri.posterior import calibrated_std
 from neurodiff.mri.metrics import foreground, neighbour_error, slice_metrics, uncertainty_metrics
 from neurodiff.tasks.recon import reconstruct
@@ -79,6 +80,21 @@ def run_neurodiff(stack: np.ndarray, accel: float, cf: float, seed: int, model, 
             "mask": res.mask[:, :, 0].astype(bool), "seconds": res.seconds}
 
 
+def noise_limited_psnr(ref: np.ndarray, mask: np.ndarray) -> float:
+    """Mean PSNR (dB) over slices ``ref`` ``(S, H, W)`` of an ideal reconstruction that gets everything right but
+    the reference's own noise in the k-space that ``mask`` ``(H, W)`` leaves out: MSE = unsampled fraction x the
+    per-sample noise variance of the fully sampled k-space, read from its corners (``kspace_noise_variance``).
+    An estimate of the ceiling no method can pass on these noisy references (pessimistic where the corners still
+    hold signal, optimistic where the noise is not white)."""
+    k = fft2c(torch.from_numpy(ref).to(torch.complex64))
+    full = np.ones(ref.shape[1:], bool)
+    out = []
+    for r, ks in zip(ref, k):
+        mse = (1.0 - mask.mean()) * kspace_noise_variance(ks[None], full)
+        out.append(10 * np.log10(float(r.max() - r.min()) ** 2 / mse))
+    return float(np.mean(out))
+
+
 def evaluate(vols, model, args, bart_lam: float | None) -> tuple[pd.DataFrame, list[tuple[np.ndarray, ...]]]:
     rows, unc = [], []
     for vi, (name, vol) in enumerate(vols):
@@ -107,6 +123,7 @@ def evaluate(vols, model, args, bart_lam: float | None) -> tuple[pd.DataFrame, l
                     estimates["U-Net + DC" if dc else "U-Net"] = x.abs().numpy()
             for method, est in estimates.items():
                 row.update({f"{method} {k}": v for k, v in slice_metrics(ref, est).items()})
+            row["noise-limited psnr"] = noise_limited_psnr(ref, nd["mask"])
             rows.append(row)
             unc.append((accel, ref, nd["recon"], nd["std"]))
     return pd.DataFrame(rows), unc
