@@ -167,6 +167,8 @@ def recon(
     if input.is_dir():
         raise InputError(f"input {input} is a folder; give a NIfTI or k-space file")
     paths = output_paths(input, out_dir, save_samples)
+    if mask is not None and mask.resolve() in {p.resolve() for p in paths.values()}:
+        raise InputError(f"the output {mask} would overwrite the --mask file; choose another output folder")
     with OutputSet(list(paths.values()), force=force) as outputs:
         with _progress(quiet, "sampling") as update:
             res = reconstruct(
@@ -178,8 +180,11 @@ def recon(
         write(res, input, paths, outputs.tmp)
     if not quiet:
         if res.params["sampler"] == "none":
-            typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT; give --accel to "
-                       "undersample it retrospectively")
+            typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT"
+                       + ("" if accel is not None or mask is not None else
+                          "; give --accel to undersample it retrospectively"))
+        if samples == 1 and res.params["sampler"] != "none":
+            typer.echo("note: one sample has no spread, so the uncertainty map is zero (use --samples 8)", err=True)
         typer.echo(f"reconstructed {input} in {res.seconds:.1f} s; outputs:")
         for p in paths.values():
             typer.echo(f"  {p}")
@@ -275,7 +280,8 @@ def anomaly(
                                                      "reference scan, left out of the healthy statistics."),
     fpr: Optional[float] = typer.Option(None, help="Voxel false-positive rate on healthy reference brains at which "
                                         "the anomaly mask is thresholded [default: the model's operating rate, "
-                                        "chosen on its benchmark's validation subjects; 0.01 if it has none]."),
+                                        "chosen on its benchmark's validation subjects; 0.01 if it has none]; the shipped references cover "
+                                        "0.0001-0.3."),
     method: Optional[Method] = typer.Option(None, help="residual (one-step healthy-estimate residual), elbo "
                                             "(likelihood terms) or recon (partial-noising reconstruction error) "
                                             "[default: the model's best on its benchmark]."),

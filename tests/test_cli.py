@@ -1,6 +1,7 @@
 """The command line as a user meets it: help, info, and one clear line with exit code 2 for bad input,
 with nothing written."""
 
+import json
 import subprocess
 import sys
 
@@ -76,9 +77,9 @@ def bad_inputs(scan):
 def test_bad_input_one_line_exit_2(scan, tmp_path, case, untrained_recon_model):
     src = bad_inputs(scan)[case]
     out = tmp_path / "out"
-    res = run("recon", src, "--out-dir", out, "--model", untrained_recon_model, "--steps", 1, "--samples", 1)
+    res = run("recon", src, "--out-dir", out / "deep", "--model", untrained_recon_model, "--steps", 1, "--samples", 1)
     assert_one_line_error(res)
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists()  # not even the output folder is left behind
 
 
 def test_bad_masks(scan, tmp_path, untrained_recon_model):
@@ -89,6 +90,35 @@ def test_bad_masks(scan, tmp_path, untrained_recon_model):
         res = run("recon", scan, "--mask", m, "--model", untrained_recon_model, "--out-dir", tmp_path / "o")
         assert_one_line_error(res)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_mask_with_accel_slices_out_of_range_and_mask_as_output(scan, tmp_path, untrained_recon_model):
+    like = nib.load(scan)
+    plane = np.zeros(like.shape[:2] + (1,), np.uint8)
+    plane[::2] = 1
+    m = _write(tmp_path / "m.nii.gz", plane, like)
+    common = ("--model", untrained_recon_model, "--steps", 1, "--samples", 2)
+    assert_one_line_error(run("recon", scan, "--mask", m, "--accel", 8, "--out-dir", tmp_path / "o", *common))
+    assert_one_line_error(run("recon", scan, "--slices", "1:10", "--out-dir", tmp_path / "o", *common))
+    own = scan.parent / "scan_desc-mask.nii.gz"  # the user's mask where the mask output would go
+    _write(own, plane, like)
+    before = own.read_bytes()
+    assert_one_line_error(run("recon", scan, "--mask", own, "--force", *common))
+    assert own.read_bytes() == before and not (tmp_path / "o").exists()
+
+
+def test_2d_input_gives_2d_outputs(scan, tmp_path, untrained_recon_model):
+    like = nib.load(scan)
+    src = _write(tmp_path / "slice.nii.gz", like.get_fdata(dtype=np.float32)[:, :, 0], like)
+    res = run("recon", src, "--model", untrained_recon_model, "--steps", 1, "--samples", 1, "--save-samples")
+    assert res.exit_code == 0, res.output
+    assert "one sample has no spread" in res.stderr
+    for desc in ("recon", "uncertainty", "zerofilled", "mask"):
+        out = nib.load(tmp_path / f"slice_desc-{desc}.nii.gz")
+        assert out.shape == like.shape[:2] and np.allclose(out.affine, like.affine)
+    assert nib.load(tmp_path / "slice_desc-samples.nii.gz").shape == like.shape[:2] + (1, 1)  # samples: 4th axis
+    params = json.loads((tmp_path / "slice_desc-recon.json").read_text())["Parameters"]
+    assert params["slice_range"] == [0, 1] and params["accel"] == 4.0 and params["mask"] is None
 
 
 def test_unwritable_output_folder(scan, tmp_path, untrained_recon_model):

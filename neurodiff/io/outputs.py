@@ -71,8 +71,8 @@ class OutputSet:
     On entry, checks that every output folder exists or can be created and is writable, and that no output
     exists unless ``force``: call it before any computation so a user mistake costs nothing. Inside the block,
     write each output to ``tmp(path)``. On normal exit every temporary file is renamed onto its final path; on
-    an exception (including Ctrl-C) all temporary files are deleted and the exception propagates, so no
-    half-written output remains.
+    an exception (including Ctrl-C) all temporary files, and the folders it created, are deleted and the
+    exception propagates, so no half-written output remains.
 
     Parameters
     ----------
@@ -96,6 +96,7 @@ class OutputSet:
         self.paths: tuple[Path, ...] = tuple(finals)
         self.force = force
         self._tmp = {p: p.with_name(f".tmp-{p.name}") for p in finals}
+        self._created: list[Path] = []  # folders this set made, removed again if nothing is written
 
     def tmp(self, path: str | Path) -> Path:
         """Temporary path to write ``path`` to: ``.tmp-<name>`` in the same folder."""
@@ -106,7 +107,9 @@ class OutputSet:
 
     def __enter__(self) -> OutputSet:
         for folder in dict.fromkeys(p.parent for p in self.paths):
+            new = [f for f in (folder, *folder.parents) if not f.exists()]
             _check_writable(folder)
+            self._created += new
         for path in self.paths:
             if path.is_dir():
                 raise InputError(f"{path} is a folder; give a file name for the output")
@@ -142,6 +145,11 @@ class OutputSet:
     def _discard(self) -> None:
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
+        for folder in sorted(set(self._created), key=lambda f: len(f.parts), reverse=True):  # deepest first
+            try:
+                folder.rmdir()  # only if still empty
+            except OSError:
+                pass
 
 
 def _check_writable(folder: Path) -> None:

@@ -10,15 +10,18 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 def slice_metrics(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
     """Mean over slices of PSNR (dB), SSIM and NMSE of ``est`` against ``ref`` (both ``(S, H, W)`` real), each
-    slice with its own data range ``max - min`` of ``ref``. Slices whose reference is constant are skipped."""
+    slice with its own data range ``max - min`` of ``ref``. Slices whose reference is constant are skipped; SSIM
+    uses a 7 x 7 window, smaller on slices thinner than 7 voxels, and is NaN below 3."""
     rows = []
+    side = min(ref.shape[1:])
+    win = min(7, side - (1 - side % 2))  # SSIM's window: 7, or the largest odd size that fits a thin slice
     for r, e in zip(ref, est):
         rng = float(r.max() - r.min())
         if rng <= 0:
             continue
         rows.append((
             peak_signal_noise_ratio(r, e, data_range=rng),
-            structural_similarity(r, e, data_range=rng),
+            structural_similarity(r, e, data_range=rng, win_size=win) if win >= 3 else float("nan"),
             float(((r - e) ** 2).sum() / max((r**2).sum(), 1e-12)),
         ))
     if not rows:

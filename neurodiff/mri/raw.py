@@ -130,13 +130,19 @@ def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) ->
         os.replace(tmp, target)
 
 
-def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | None, source: str) -> KSpace:
-    """Validate ``(S, C, H, W)`` k-space and wrap it."""
+def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | None, source: str,
+             name: str = "") -> KSpace:
+    """Validate ``(S, C, H, W)`` k-space of format ``source`` (file ``name``, for messages) and wrap it."""
     data = np.ascontiguousarray(data, dtype=np.complex64)
     if not np.isfinite(data).all():
         raise InputError("k-space contains NaN or infinite values")
     if not data.any():
         raise InputError("k-space is all zero")
+    energy = (np.abs(data) ** 2).sum(axis=(0, 1))
+    py, px = np.unravel_index(np.argmax(energy), energy.shape)
+    h, w = energy.shape
+    if abs(py - h // 2) > h / 4 and abs(px - w // 2) > w / 4:
+        raise InputError(f"{name or source}: k-space peak is in a corner, not at the centre; fftshift it first")
     voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
     return KSpace(data=data, voxel_size=voxel, affine=affine, source=source)
 
@@ -227,16 +233,10 @@ def _read_h5(path: Path) -> KSpace:
             raise InputError(f"{path.name} has neither a 'kspace' dataset (fastMRI) nor ISMRMRD acquisitions")
         k = np.asarray(f["kspace"][()])
         header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
-    if k.ndim == 3:
-        k = k[:, None]
-    if k.ndim != 4 or not np.iscomplexobj(k):
+    if k.ndim not in (3, 4) or not np.iscomplexobj(k):
         raise InputError(f"fastMRI 'kspace' must be complex (S[, C], H, W), got {k.dtype} {k.shape}")
-    k = np.swapaxes(k, -1, -2)  # fastMRI: (..., readout, phase-encode) -> (..., phase-encode, readout)
-    energy = (np.abs(k) ** 2).sum(axis=(0, 1))
-    py, px = np.unravel_index(np.argmax(energy), energy.shape)
-    h, w = energy.shape
-    if abs(py - h // 2) > h / 4 and abs(px - w // 2) > w / 4:
-        raise InputError(f"{path.name}: k-space peak is in a corner, not at the centre; fftshift it first")
+    k = np.swapaxes(k if k.ndim == 4 else k[:, None], -1, -2)  # (S, C, readout, PE) -> (S, C, PE, readout)
+    k = _checked(k, None, None, "fastmri", path.name).data  # (NaN, zero and centring checks before any cropping)
     voxel = None
     if header is not None:
         k, voxel = _to_recon_space(k, header)
@@ -324,7 +324,7 @@ def _read_cfl(base: Path) -> KSpace:
     if other:
         raise InputError(f"BART dims {other} are > 1; only READ, PHS1, COIL and SLICE (0, 1, 3, 13) are supported")
     k = raw.reshape(dims, order="F").reshape(dims[0], dims[1], dims[3], dims[_BART_SLICE_DIM], order="F")
-    return _checked(k.transpose(3, 2, 1, 0), None, None, "bart")
+    return _checked(k.transpose(3, 2, 1, 0), None, None, "bart", base.name)
 
 
 def _read_nifti(path: Path) -> KSpace:
@@ -338,4 +338,4 @@ def _read_nifti(path: Path) -> KSpace:
         raise InputError(f"{path.name}: k-space NIfTI must have axes (H, W[, S][, C]), got shape {k.shape}")
     k = k.reshape(k.shape + (1,) * (4 - k.ndim)).transpose(2, 3, 0, 1)
     zooms = tuple(img.header.get_zooms()[:3]) + (1.0,) * 3
-    return _checked(k, zooms[:3], np.asarray(img.affine, dtype=float), "nifti")
+    return _checked(k, zooms[:3], np.asarray(img.affine, dtype=float), "nifti", path.name)

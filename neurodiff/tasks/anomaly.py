@@ -158,7 +158,7 @@ def detect(
     """
     t0 = time.time()
     if fpr is not None and not 0 < fpr < 1:
-        raise InputError(f"--fpr must be between 0 and 1, got {fpr}")
+        raise InputError(f"--fpr must be a rate above 0 and below 1, got {fpr}")
     name = contrast_model(image if not isinstance(image, nib.Nifti1Image) else None, contrast, model)
     data, record = load_image(image, ndim=(3,))
     if not np.any(data):

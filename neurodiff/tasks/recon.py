@@ -85,13 +85,16 @@ def is_kspace_file(path: Path) -> bool:
 
 
 def parse_slices(spec: str | None, n: int) -> slice:
-    """``"A:B"`` (Python-style, either end optional) -> a slice within ``n`` slices; None -> all."""
+    """``"A:B"`` (Python-style, either end optional, negative counts from the end) -> a slice within ``n``
+    slices; None -> all. Bounds beyond the ``n`` slices raise :class:`InputError`."""
     if not spec:
         return slice(0, n)
     try:
         a, b = (int(v) if v.strip() else None for v in spec.split(":"))
     except ValueError:
         raise InputError(f"--slices must look like A:B (e.g. 40:48), got {spec!r}") from None
+    if any(v is not None and not -n <= v <= n for v in (a, b)):
+        raise InputError(f"--slices {spec} reaches beyond the {n} slices (0:{n})")
     sl = slice(*slice(a, b).indices(n)[:2])
     if sl.stop <= sl.start:
         raise InputError(f"--slices {spec} selects no slice of {n}")
@@ -160,7 +163,7 @@ def _image_problem(
             else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
     y = fft2c(x) * torch.from_numpy(mask)
     return _Problem(ifft2c(y), mask, _single_coil(y, mask, dc_weight), None, x.abs().numpy(), record,
-                    bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()))
+                    bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()), {"slice_range": [sl.start, sl.stop]})
 
 
 def _single_coil(y: torch.Tensor, mask: np.ndarray, dc_weight: float) -> Callable[[int, int], Projection]:
@@ -179,7 +182,8 @@ def _kspace_problem(
     seed: int, slices: str | None, dc_weight: float,
 ) -> _Problem:
     ks = read_kspace(path)
-    data = torch.from_numpy(ks.data[parse_slices(slices, ks.data.shape[0])])  # (S, C, H, W)
+    sl = parse_slices(slices, ks.data.shape[0])
+    data = torch.from_numpy(ks.data[sl])  # (S, C, H, W)
     hw = tuple(data.shape[-2:])
     measured = mask_from_kspace(ks.data)
     reference, full, fully_sampled = None, None, False
@@ -236,7 +240,7 @@ def _kspace_problem(
     shape = (hw[0], hw[1], data.shape[0])
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
-    info = {"kspace_noise_std": [float(f"{v:.4g}") for v in noise_std]}
+    info = {"slice_range": [sl.start, sl.stop], "kspace_noise_std": [float(f"{v:.4g}") for v in noise_std]}
     if c > 1:
         info["multicoil_damping"] = [round(d, 5) for d in damping]
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for)
@@ -314,6 +318,8 @@ def reconstruct(
     mask_path = Path(mask) if mask is not None else None
     if mask_path is not None and not mask_path.exists():
         raise InputError(f"mask file not found: {mask_path}")
+    if mask_path is not None and accel is not None:
+        raise InputError("give --mask or --accel, not both (the mask sets the acceleration)")
     use_kspace = kspace if kspace is not None else (path is not None and is_kspace_file(path))
     if use_kspace:
         if path is None:
@@ -368,8 +374,10 @@ def reconstruct(
         smp = post.samples.abs().numpy()  # (N, S, H, W)
         samples_out = np.stack([out(s) for s in smp], -1).astype(np.float32)
     mask_vol = np.broadcast_to(prob.mask[None], zf.shape).astype(np.uint8)
-    params = dict(accel=accel if use_kspace else (4.0 if accel is None else accel), mask_type=mask_type,
-                  center_fraction=center_fraction, mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
+    drawn = mask_path is None and (accel is not None or not use_kspace)  # a mask was drawn from these
+    params = dict(accel=(4.0 if accel is None else accel) if drawn else None,
+                  mask_type=mask_type if drawn else None, center_fraction=center_fraction if drawn else None,
+                  mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
@@ -416,9 +424,11 @@ def write(result: ReconResult, src: Path, paths: dict[str, Path], tmp: Callable[
 
     arrays = {"recon": result.recon, "uncertainty": result.uncertainty, "zerofilled": result.zerofilled,
               "mask": result.mask, "samples": result.samples}
+    two_d = len(result.record.shape) == 2  # a 2D input: drop the slice axis the reconstruction added
     for key, path in paths.items():
         if key in arrays:
-            save_like(arrays[key], result.record, tmp(path), dtype=np.uint8 if key == "mask" else None)
+            a = arrays[key][:, :, 0] if two_d else arrays[key]
+            save_like(a, result.record, tmp(path), dtype=np.uint8 if key == "mask" else None)
     _figure(result, tmp(paths["figure"]))
     write_sidecar(tmp(paths["sidecar"]), {
         "Description": "Posterior-mean MRI reconstruction by a conditional diffusion model with k-space data "

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.stats import spearmanr
 
-from neurodiff.mri.metrics import ause, coverage, neighbour_error
+from neurodiff.mri.metrics import ause, coverage, neighbour_error, slice_metrics
 
 
 def test_coverage_of_a_calibrated_gaussian_is_its_level():
@@ -38,3 +38,12 @@ def test_neighbour_error_predicts_smooth_errors_but_not_white_ones():
     for err, lo, hi in ((white, -0.05, 0.05), (amplitude * white, 0.3, 1.0)):
         rho = spearmanr(neighbour_error(ref, err).ravel(), np.abs(err).ravel()).statistic
         assert lo < rho < hi
+
+
+def test_slice_metrics_on_thin_slices():
+    rng = np.random.default_rng(4)
+    ref = rng.random((2, 5, 127))
+    m = slice_metrics(ref, ref + 0.01 * rng.standard_normal(ref.shape))  # SSIM with a 5 x 5 window
+    assert m["psnr"] > 30 and 0.5 < m["ssim"] <= 1
+    m = slice_metrics(ref[:, :2], ref[:, :2] + 0.01)  # too thin for any SSIM window
+    assert m["psnr"] > 30 and np.isnan(m["ssim"])

@@ -104,6 +104,16 @@ def test_fastmri(tmp_path):
         f["kspace"] = np.fft.ifftshift(k, axes=(-2, -1))
     with pytest.raises(InputError, match="corner"):
         read_kspace(tmp_path / "shifted.h5")
+    bad = k.copy()
+    bad[0, 0, 0, 0] = np.nan  # checked before the centring (whose peak search a NaN would fool)
+    for name, data, message in (("nan.h5", bad, "NaN"), ("zero.h5", 0 * k, "all zero")):
+        with h5py.File(tmp_path / name, "w") as f:
+            f["kspace"] = data
+        with pytest.raises(InputError, match=message):
+            read_kspace(tmp_path / name)
+    nib.save(nib.Nifti1Image(np.fft.ifftshift(np.swapaxes(k[0, 0], 0, 1)), np.eye(4)), tmp_path / "shifted.nii")
+    with pytest.raises(InputError, match="shifted.nii: k-space peak is in a corner"):  # every reader checks it
+        read_kspace(tmp_path / "shifted.nii")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_dataset("dataset/data", data=np.zeros(3))
     with pytest.raises(InputError, match="neither a 'kspace' dataset"):
