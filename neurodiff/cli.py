@@ -163,7 +163,8 @@ def recon(
     from .tasks.recon import output_paths, reconstruct, write
 
     if not input.exists():
-        raise InputError(f"input file not found: {input}")
+        bart = Path(f"{input}.cfl")
+        raise InputError(f"input file not found: {input}" + (f" (BART data: give {bart})" if bart.exists() else ""))
     if input.is_dir():
         raise InputError(f"input {input} is a folder; give a NIfTI or k-space file")
     paths = output_paths(input, out_dir, save_samples)

@@ -180,7 +180,8 @@ def detect(
     per_slice = slice_scores(z, prep.brain)
     canvas_z = z[:, 0].numpy()
     score = to_input(canvas_z, prep, img)
-    brain = to_input(prep.brain[:, 0].numpy().astype(np.float32), prep, img) > 0.5
+    # the model-grid brain brought back, less the voxels the scan itself leaves empty (a 2 mm mask overhangs)
+    brain = (to_input(prep.brain[:, 0].numpy().astype(np.float32), prep, img) > 0.5) & (data != 0)
     score = np.where(brain, score, 0.0).astype(np.float32)
     # thresholded where the threshold was calibrated (model grid), then brought back like a mask
     mask = (to_input(flagged[:, 0].numpy().astype(np.float32), prep, img) > 0.5) & brain
@@ -191,7 +192,8 @@ def detect(
         slices=_slice_table(prep, record, per_slice, flagged.flatten(1).sum(1).numpy(), ref),
         params={"model": mdl.name, "method": ref.config.method, "levels": list(ref.config.levels),
                 "draws": ref.config.draws, "polarity": ref.config.polarity, "fpr": fpr, "seed": seed,
-                "brain_mask": "given" if brain_mask is not None else
+                "brain_mask": (str(brain_mask) if isinstance(brain_mask, (str, Path)) else "given")
+                if brain_mask is not None else
                 ("computed: non-zero voxels" if is_skull_stripped(img) else "computed: deepbet (scan with skull)"),
                 "device": str(dev),
                 "model_voxel_mm": mdl.card["normalisation"]["voxel_mm"]},

@@ -18,6 +18,7 @@ def test_detect_returns_maps_on_the_input_grid(untrained_anomaly_model):
     shape = nib.load(STROKE).shape
     assert res.score.shape == res.mask.shape == res.brain.shape == shape
     assert np.isfinite(res.score).all() and not res.score[~res.brain].any()
+    assert not res.brain[nib.load(STROKE).get_fdata() == 0].any()  # nothing scored where the scan is empty
     assert not res.mask[~res.brain].any()
     assert 0 <= res.image_percentile <= 100 and np.isfinite(res.image_score)
     assert {"z_mm", "input_slice", "score", "percentile", "flagged_voxels"} <= set(res.slices.columns)
