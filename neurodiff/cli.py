@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from enum import Enum
@@ -189,7 +190,9 @@ def recon(
         typer.echo(f"reconstructed {input} in {res.seconds:.1f} s; outputs:")
         for p in paths.values():
             typer.echo(f"  {p}")
-        if res.metrics:
+        if res.metrics and not math.isfinite(res.metrics["recon"]["psnr"]):
+            typer.echo("the input is constant in every slice: PSNR and SSIM against it are undefined")
+        elif res.metrics:
             r, z = res.metrics["recon"], res.metrics["zerofilled"]
             typer.echo(f"PSNR {r['psnr']:.2f} dB (zero-filled {z['psnr']:.2f}), SSIM {r['ssim']:.3f} "
                        f"(zero-filled {z['ssim']:.3f}) against the input as fully sampled reference")
