@@ -241,6 +241,8 @@ def _kspace_problem(
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
     info = {"slice_range": [sl.start, sl.stop], "kspace_noise_std": [float(f"{v:.4g}") for v in noise_std]}
+    if ks.voxel_size is None:
+        info["geometry"] = "unknown (the file has no header): 1 mm voxels assumed, readout oversampling kept"
     if c > 1:
         info["multicoil_damping"] = [round(d, 5) for d in damping]
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for)
