@@ -3,7 +3,7 @@
 (NiChart T1 + FLAIR, Subj1-12, same mask distribution and per-slice scaling), zero-filled image + mask in,
 residual image out, L1 loss. At test time with or without a hard data-consistency projection.
 
-    python benchmarks/unet_baseline.py ../shared/data --steps 800 --out runs/unet-baseline.pt
+    python benchmarks/unet_baseline.py ../shared/data --steps 3000 --out runs/unet-baseline-3000.pt
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def predict(net: torch.nn.Module, zf: torch.Tensor, mask: torch.Tensor, dc: bool
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path)
-    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--out", type=Path, default=Path("runs/unet-baseline.pt"))
