@@ -284,8 +284,8 @@ def anomaly(
                                                      "reference scan, left out of the healthy statistics."),
     fpr: Optional[float] = typer.Option(None, help="Voxel false-positive rate on healthy reference brains at which "
                                         "the anomaly mask is thresholded [default: the model's operating rate, "
-                                        "chosen on its benchmark's validation subjects; 0.01 if it has none]; the shipped references cover "
-                                        "0.0001-0.3."),
+                                        "chosen on its benchmark's validation subjects; 0.01 if it has none]; "
+                                        "the shipped references cover 0.0001-0.3."),
     method: Optional[Method] = typer.Option(None, help="residual (one-step healthy-estimate residual), elbo "
                                             "(likelihood terms) or recon (partial-noising reconstruction error) "
                                             "[default: the model's best on its benchmark]."),
