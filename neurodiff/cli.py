@@ -169,9 +169,7 @@ def recon(
     if input.is_dir():
         raise InputError(f"input {input} is a folder; give a NIfTI or k-space file")
     paths = output_paths(input, out_dir, save_samples)
-    if mask is not None and mask.resolve() in {p.resolve() for p in paths.values()}:
-        raise InputError(f"the output {mask} would overwrite the --mask file; choose another output folder")
-    with OutputSet(list(paths.values()), force=force) as outputs:
+    with OutputSet(list(paths.values()), force=force, inputs=[input] + ([mask] if mask else [])) as outputs:
         with _progress(quiet, "sampling") as update:
             res = reconstruct(
                 input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
@@ -334,7 +332,8 @@ def anomaly(
         return
     for i, scan in enumerate(inputs):
         paths = output_paths(scan, out_dir)
-        with OutputSet(list(paths.values()), force=force) as outputs:
+        given = [scan] + ([brain_mask[i]] if brain_mask else [])
+        with OutputSet(list(paths.values()), force=force, inputs=given) as outputs:
             with _progress(quiet, f"scoring {scan.name}") as update:
                 res = detect(scan, contrast=contrast and contrast.value, model=model,
                              brain_mask=brain_mask[i] if brain_mask else None, fpr=fpr,

@@ -80,19 +80,27 @@ class OutputSet:
         Final output paths. Each must be written inside the block.
     force : bool
         Overwrite outputs that already exist.
+    inputs : sequence of str or Path
+        Files the computation reads; none of them is ever overwritten, even with ``force``.
 
     Raises
     ------
     InputError
-        On entry, if an output folder cannot be created or written, or an output path is a folder.
+        On entry, if an output folder cannot be created or written, an output path is a folder, or an output
+        is one of ``inputs``.
     OutputExistsError
         On entry, if an output exists and ``force`` is false.
     """
 
-    def __init__(self, paths: Sequence[str | Path], *, force: bool = False) -> None:
+    def __init__(self, paths: Sequence[str | Path], *, force: bool = False,
+                 inputs: Sequence[str | Path] = ()) -> None:
         finals = [Path(p) for p in paths]
         if len(set(finals)) != len(finals):
             raise ValueError(f"output paths must be distinct, got {[str(p) for p in finals]}")
+        read = {Path(p).resolve() for p in inputs}
+        clash = [p for p in finals if p.resolve() in read]
+        if clash:
+            raise InputError(f"the output {clash[0]} would overwrite an input file; choose another output folder")
         self.paths: tuple[Path, ...] = tuple(finals)
         self.force = force
         self._tmp = {p: p.with_name(f".tmp-{p.name}") for p in finals}

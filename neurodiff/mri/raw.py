@@ -133,6 +133,13 @@ def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) ->
 def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | None, source: str,
              name: str = "") -> KSpace:
     """Validate ``(S, C, H, W)`` k-space of format ``source`` (file ``name``, for messages) and wrap it."""
+    voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
+    return KSpace(data=_validated(data, name or source), voxel_size=voxel, affine=affine, source=source)
+
+
+def _validated(data: np.ndarray, name: str) -> np.ndarray:
+    """``(S, C, H, W)`` k-space as complex64, or :class:`InputError` if it holds NaN, is all zero or is not
+    centred (its peak in a corner)."""
     data = np.ascontiguousarray(data, dtype=np.complex64)
     if not np.isfinite(data).all():
         raise InputError("k-space contains NaN or infinite values")
@@ -142,9 +149,8 @@ def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | No
     py, px = np.unravel_index(np.argmax(energy), energy.shape)
     h, w = energy.shape
     if abs(py - h // 2) > h / 4 and abs(px - w // 2) > w / 4:
-        raise InputError(f"{name or source}: k-space peak is in a corner, not at the centre; fftshift it first")
-    voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
-    return KSpace(data=data, voxel_size=voxel, affine=affine, source=source)
+        raise InputError(f"{name}: k-space peak is in a corner, not at the centre; fftshift it first")
+    return data
 
 
 def _crop_readout(k: np.ndarray, n: int) -> np.ndarray:
@@ -236,11 +242,11 @@ def _read_h5(path: Path) -> KSpace:
     if k.ndim not in (3, 4) or not np.iscomplexobj(k):
         raise InputError(f"fastMRI 'kspace' must be complex (S[, C], H, W), got {k.dtype} {k.shape}")
     k = np.swapaxes(k if k.ndim == 4 else k[:, None], -1, -2)  # (S, C, readout, PE) -> (S, C, PE, readout)
-    k = _checked(k, None, None, "fastmri", path.name).data  # (NaN, zero and centring checks before any cropping)
+    k = _validated(k, path.name)  # before any cropping
     voxel = None
     if header is not None:
         k, voxel = _to_recon_space(k, header)
-    return _checked(k, voxel, None, "fastmri")
+    return KSpace(data=np.ascontiguousarray(k, dtype=np.complex64), voxel_size=voxel, affine=None, source="fastmri")
 
 
 def _xml_find(header: bytes | str, path: str) -> ET.Element | None:

@@ -44,6 +44,22 @@ def test_failure_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_failure_removes_the_folders_it_made(tmp_path):
+    path = tmp_path / "new" / "deeper" / "a.json"
+    with pytest.raises(KeyError):
+        with OutputSet([path]):
+            raise KeyError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_never_overwrites_an_input_even_with_force(tmp_path):
+    given = tmp_path / "mask.nii.gz"
+    given.write_text("mine")
+    with pytest.raises(InputError, match="would overwrite an input file"):
+        OutputSet([tmp_path / "a.json", given], force=True, inputs=[tmp_path / "scan.nii.gz", given])
+    assert given.read_text() == "mine"
+
+
 def test_unwritten_output_is_a_bug(tmp_path):
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     with pytest.raises(RuntimeError, match="was not written"):
