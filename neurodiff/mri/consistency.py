@@ -156,7 +156,7 @@ def noisy_copies(
     std = torch.as_tensor(noise_std, device=y.device)
     if not bool((std >= 0).all()):
         raise InputError(f"noise_std must be >= 0, got {noise_std}")
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).to(y.device)
+    m = torch.as_tensor(mask).to(y.device)
     eps = torch.randn((n,) + tuple(y.shape), generator=generator, device=y.device, dtype=y.dtype)
     if n > 1:
         eps = (eps - eps.mean(0, keepdim=True)) * (n / (n - 1)) ** 0.5
@@ -184,7 +184,7 @@ def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor)
         ``sigma^2`` in the k-space's units squared; 0 when the corners hold fewer than 16 sampled values.
     """
     h, w = kspace.shape[-2:]
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).bool().cpu()
+    m = torch.as_tensor(mask).bool().cpu()
     check_mask(m, tuple(kspace.shape))
     eh, ew = max(2, h // 16), max(2, w // 16)
     corners = [kspace[:, rows, cols][:, m[rows, cols]].abs().flatten()

@@ -33,7 +33,7 @@ def rss(coil_images: torch.Tensor, dim: int = -3) -> torch.Tensor:
 
 def _mask_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Validated float32 tensor (H, W) of a binary mask."""
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+    m = torch.as_tensor(mask)
     check_mask(m, tuple(m.shape))
     return m.to(torch.float32)
 
