@@ -109,13 +109,13 @@ def noise_limited_psnr(ref: np.ndarray, mask: np.ndarray) -> float:
     the reference's own noise in the k-space that ``mask`` ``(H, W)`` leaves out: MSE = unsampled fraction x the
     per-sample noise variance of the fully sampled k-space, read from its corners (``kspace_noise_variance``).
     An estimate of the ceiling no method can pass on these noisy references (pessimistic where the corners still
-    hold signal, optimistic where the noise is not white)."""
+    hold signal, optimistic where the noise is not white); infinite for a noise-free (synthetic) reference."""
     k = fft2c(torch.from_numpy(ref).to(torch.complex64))
     full = np.ones(ref.shape[1:], bool)
     out = []
     for r, ks in zip(ref, k):
         mse = (1.0 - mask.mean()) * kspace_noise_variance(ks[None], full)
-        out.append(10 * np.log10(float(r.max() - r.min()) ** 2 / mse))
+        out.append(10 * np.log10(float(r.max() - r.min()) ** 2 / mse) if mse > 0 else np.inf)  # noise-free
     return float(np.mean(out))
 
 

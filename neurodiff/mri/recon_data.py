@@ -1,7 +1,6 @@
 """Training batches for the reconstruction model, simulated from fully sampled magnitude slices.
 
-Each draw: a random slice, random flips, optionally a random intensity remapping (so that contrasts the training
-set lacks, such as T2 or gradient echo, are in the training distribution), optionally an upsampling (so that the 2 mm training slices also look like
+Each draw: a random slice, random flips, optionally an upsampling (so that the 2 mm training slices also look like
 1 mm and sub-millimetre scans, whose brains span 2-3 times the pixels) with white complex noise (a native scan's
 k-space periphery holds detail and noise, an interpolated one holds nothing), a random crop to the canvas,
 optionally a smooth random phase (real scans are complex), a random sampling mask (kind, acceleration, centre
@@ -47,25 +46,6 @@ class ZoomPrior:
     noise: tuple[float, float] = (0.0, 0.03)
 
 
-@dataclass(frozen=True)
-class ContrastPrior:
-    """Contrast augmentation: with probability ``p``, map intensities through a random piecewise-linear curve with
-    ``knots`` evenly spaced nodes on [0, 1] (1 = the slice's 99.5th percentile; brighter voxels take the last
-    node's value): 0 stays 0 (background stays dark), the other nodes are drawn from U(``low``, 1) independently,
-    so the curve need not be monotone and T1 or FLAIR can turn T2-like (bright fluid) or flat."""
-
-    p: float = 0.5
-    knots: int = 6
-    low: float = 0.05
-
-
-def remap_contrast(img: np.ndarray, prior: ContrastPrior, rng: np.random.Generator) -> np.ndarray:
-    """``img`` ``(H, W)`` (99.5th percentile 1) through one random curve of ``prior``; same shape, float32."""
-    nodes = np.linspace(0.0, 1.0, prior.knots)
-    values = np.concatenate([[0.0], rng.uniform(prior.low, 1.0, prior.knots - 1)])
-    return np.interp(img, nodes, values).astype(np.float32)
-
-
 def foreground_slices(volume: np.ndarray, min_fraction: float = 0.08) -> list[np.ndarray]:
     """Axial slices (last axis) of ``volume`` ``(X, Y, Z)`` with at least ``min_fraction`` of voxels above 10% of
     the volume's 99.5th percentile, scaled so that percentile is 1."""
@@ -98,7 +78,6 @@ def recon_batches(
     size: tuple[int, int] = (128, 128),
     masks: MaskPrior = MaskPrior(),
     zoom: ZoomPrior = ZoomPrior(),
-    contrast: ContrastPrior = ContrastPrior(),
     p_phase: float = 0.5,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -115,8 +94,6 @@ def recon_batches(
             img = img[:: rng.choice([-1, 1]), :: rng.choice([-1, 1])]
             if rng.random() < 0.5:
                 img = img.T
-            if rng.random() < contrast.p:
-                img = remap_contrast(img, contrast, rng)
             zoomed = rng.random() < zoom.p
             if zoomed:
                 img = ndimage.zoom(img, float(rng.uniform(*zoom.factor)), order=3).clip(0)
