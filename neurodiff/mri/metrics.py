@@ -31,8 +31,11 @@ def slice_metrics(ref: np.ndarray, est: np.ndarray) -> dict[str, float]:
 
 
 def foreground(ref: np.ndarray, fraction: float = 0.05) -> np.ndarray:
-    """Boolean mask of voxels above ``fraction`` of each slice's maximum (the object, not the air)."""
-    return ref > fraction * ref.reshape(len(ref), -1).max(1)[:, None, None]
+    """Boolean mask of voxels above ``fraction`` of each slice's range over its minimum (the object, not the air;
+    for images with a zero background, ``fraction`` of the slice's maximum)."""
+    flat = ref.reshape(len(ref), -1)
+    low, high = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
+    return ref > low + fraction * (high - low)
 
 
 def coverage(ref: np.ndarray, mean: np.ndarray, std: np.ndarray, level: float = 0.9) -> float:

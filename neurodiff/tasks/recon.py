@@ -139,6 +139,7 @@ class _Problem:
     # slices a:b -> the data consistency of the final samples, when it differs (measured k-space: each sample
     # fits its own noisy copy of the data; the reconstruction is then the magnitude of the complex mean)
     final_for: Callable[[int, int], Projection] | None = None
+    offset: float = 0.0  # added back to magnitude outputs (a real image with negative values was shifted by -offset)
 
 
 def _image_problem(
@@ -157,13 +158,34 @@ def _image_problem(
         data, record = load_image(record_image(data, record).slicer[tuple(index)], ndim=(3,))
     if not np.any(data):
         raise InputError("the input image is all zero: there is nothing to reconstruct")
-    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data, slice_axis, 0))).to(torch.complex64)
-    hw = tuple(x.shape[-2:])
+    hw = tuple(np.delete(data.shape, slice_axis))
     mask = (_load_mask(mask_file, hw, slice_axis) if mask_file is not None
             else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
+    info: dict = {"slice_range": [sl.start, sl.stop]}
+    offset = _negative_offset(data, mask)
+    if offset:
+        data = data - offset
+        info["intensity_offset"] = offset
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data, slice_axis, 0))).to(torch.complex64)
     y = fft2c(x) * torch.from_numpy(mask)
     return _Problem(ifft2c(y), mask, _single_coil(y, mask, dc_weight), None, x.abs().numpy(), record,
-                    bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()), {"slice_range": [sl.start, sl.stop]})
+                    bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()), info, offset=offset)
+
+
+def _negative_offset(data: np.ndarray, mask: np.ndarray) -> float:
+    """The minimum of a real image whose negative values are more than interpolation ringing (below -5% of its
+    largest magnitude), else 0. Such an image (an intensity offset, a z-scored image) is reconstructed shifted by
+    minus this value: a constant only changes the k-space centre, which the mask must then sample."""
+    if np.iscomplexobj(data):
+        return 0.0
+    low, high = float(data.min()), float(np.abs(data).max())
+    if low >= -0.05 * high:
+        return 0.0
+    h, w = mask.shape
+    if not mask[h // 2, w // 2]:
+        raise InputError(f"the image has negative values (down to {low:.4g}) and the mask does not sample the "
+                         "k-space centre: give a magnitude image, or a mask that samples the centre")
+    return low
 
 
 def _single_coil(y: torch.Tensor, mask: np.ndarray, dc_weight: float) -> Callable[[int, int], Projection]:
@@ -355,16 +377,19 @@ def reconstruct(
         sampler, model_name, version = "ddim", m.name, m.card.get("version")
     mean = post.mean.numpy()
     mag = np.abs(mean) if prob.final_for is not None else post.mag_mean.numpy()  # (perturbed samples: unbiased)
+    mag = mag + prob.offset  # back to the input's intensities (0 unless a real image was shifted)
     std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
     zf = prob.zf.numpy()
+    zf_mag = np.abs(zf) + prob.offset
     recon = mean.astype(np.complex64) if prob.complex_output else mag.astype(np.float32)
-    zfo = zf.astype(np.complex64) if prob.complex_output else np.abs(zf).astype(np.float32)
+    zfo = zf.astype(np.complex64) if prob.complex_output else zf_mag.astype(np.float32)
+    reference = None if prob.reference is None else prob.reference + prob.offset
     metrics = None
-    if prob.reference is not None and not prob.fully_sampled:  # (a fully sampled input is its own reference)
-        ref = prob.reference
+    if reference is not None and not prob.fully_sampled:  # (a fully sampled input is its own reference)
+        ref = reference
         metrics = {
             "recon": slice_metrics(ref, mag),
-            "zerofilled": slice_metrics(ref, np.abs(zf)),
+            "zerofilled": slice_metrics(ref, zf_mag),
             "uncertainty": uncertainty_metrics(ref, mag, std, foreground(ref)) if samples > 1 else None,
         }
 
@@ -373,7 +398,7 @@ def reconstruct(
 
     samples_out = None
     if save_samples:
-        smp = post.samples.abs().numpy()  # (N, S, H, W)
+        smp = post.samples.abs().numpy() + prob.offset  # (N, S, H, W)
         samples_out = np.stack([out(s) for s in smp], -1).astype(np.float32)
     mask_vol = np.broadcast_to(prob.mask[None], zf.shape).astype(np.uint8)
     drawn = mask_path is None and (accel is not None or not use_kspace)  # a mask was drawn from these
@@ -388,7 +413,7 @@ def reconstruct(
                   sampled_fraction=float(prob.mask.mean()), **prob.info)
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,
                        metrics, params, time.time() - t0,
-                       None if metrics is None else out(prob.reference.astype(np.float32)))
+                       None if metrics is None else out(reference.astype(np.float32)))
 
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.stats import spearmanr
 
-from neurodiff.mri.metrics import ause, coverage, neighbour_error, slice_metrics
+from neurodiff.mri.metrics import ause, coverage, foreground, neighbour_error, slice_metrics
 
 
 def test_coverage_of_a_calibrated_gaussian_is_its_level():
@@ -47,3 +47,9 @@ def test_slice_metrics_on_thin_slices():
     assert m["psnr"] > 30 and 0.5 < m["ssim"] <= 1
     m = slice_metrics(ref[:, :2], ref[:, :2] + 0.01)  # too thin for any SSIM window
     assert m["psnr"] > 30 and np.isnan(m["ssim"])
+
+
+def test_foreground_ignores_a_constant_offset():
+    ref = np.zeros((2, 8, 8))
+    ref[:, 2:6, 2:6] = 10.0
+    assert np.array_equal(foreground(ref), foreground(ref - 50)) and foreground(ref).sum() == 32

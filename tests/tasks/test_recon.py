@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from neurodiff.errors import InputError
 from neurodiff.mri import fft2c
 from neurodiff.tasks.recon import output_paths, parse_slices, reconstruct, write
 
@@ -42,6 +43,25 @@ def test_same_seed_same_output(untrained_recon_model):
     kw = dict(slices="40:41", samples=2, steps=2, model=untrained_recon_model, device="cpu", seed=3)
     a, b = reconstruct(EXAMPLE, **kw), reconstruct(EXAMPLE, **kw)
     assert np.array_equal(a.recon, b.recon) and np.array_equal(a.mask, b.mask)
+
+
+def test_real_image_with_an_intensity_offset_is_reconstructed_in_its_own_units(untrained_recon_model, tmp_path):
+    """A constant only changes the (always sampled) k-space centre: an image with an offset of -100 is
+    reconstructed shifted back to >= 0, and every output is shifted by -100 again."""
+    src = nib.load(EXAMPLE).slicer[:, :, 40:42]
+    shifted = nib.Nifti1Image(src.get_fdata(dtype=np.float32) - 100, src.affine)
+    kw = dict(samples=2, steps=2, model=untrained_recon_model, device="cpu", seed=3, save_samples=True)
+    plain, res = reconstruct(src, **kw), reconstruct(shifted, **kw)
+    assert res.params["intensity_offset"] == -100 and "intensity_offset" not in plain.params
+    for name in ("recon", "zerofilled", "samples", "reference"):
+        assert np.allclose(getattr(res, name), getattr(plain, name) - 100, atol=1e-3), name
+    assert np.array_equal(res.uncertainty, plain.uncertainty)
+    assert np.isclose(res.metrics["recon"]["psnr"], plain.metrics["recon"]["psnr"])
+    centre_free = np.ones(src.shape[:2], np.uint8)
+    centre_free[src.shape[0] // 2, src.shape[1] // 2] = 0
+    nib.save(nib.Nifti1Image(centre_free, src.affine), tmp_path / "mask.nii.gz")
+    with pytest.raises(InputError, match="negative values"):
+        reconstruct(shifted, mask=tmp_path / "mask.nii.gz", **kw)
 
 
 def test_twix_multicoil_kspace(untrained_recon_model):
