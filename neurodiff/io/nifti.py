@@ -56,6 +56,19 @@ class ImageRecord:
     is_complex: bool
 
 
+def negative_offset(data: np.ndarray, tolerance: float = 0.05) -> float:
+    """The minimum of a real image whose negative values go beyond interpolation ringing (below ``-tolerance``
+    times its largest magnitude), else 0; 0 for complex data.
+
+    Such an image (an intensity offset, a z-scored image) is no magnitude image: neurodiff's tasks subtract this
+    value first, so that the background is dark again, and add it back to their intensity outputs.
+    """
+    if np.iscomplexobj(data) or not data.size:
+        return 0.0
+    low, high = float(np.nanmin(data)), float(np.nanmax(np.abs(data)))
+    return low if low < -tolerance * high else 0.0
+
+
 def check_finite(data: np.ndarray, name: str, allow_partial: bool) -> None:
     """Raise if ``data`` has no finite value, or (unless ``allow_partial``) any NaN/inf.
 

@@ -26,7 +26,7 @@ from ..anomaly.data import lesion_on_canvas
 from ..anomaly.preprocess import Prepared, is_skull_stripped, prepare, to_input
 from ..anomaly.scores import METHODS, Reference, ScoreConfig, fit_reference, image_score, normalise, raw_maps, slice_scores
 from ..errors import InputError, ModelError
-from ..io import ImageRecord, atomic_path, load_image, load_nifti
+from ..io import ImageRecord, atomic_path, load_image, load_nifti, negative_offset
 from ..io.bids import split_extension
 from ..weights import MODELS_DIR, Model, load_model, shipped_models
 from .common import resolve_device
@@ -165,6 +165,8 @@ def detect(
         raise InputError("the image is all zeros")
     if record.is_complex:
         data = np.abs(data)
+    offset = negative_offset(data)  # an offset or z-scored scan: its background made dark again
+    data = data - offset
     img = nib.Nifti1Image(data, record.affine)
     brain_img = None if brain_mask is None else load_nifti(brain_mask, name="brain mask")
     dev = resolve_device(device)
@@ -196,7 +198,8 @@ def detect(
                 if brain_mask is not None else
                 ("computed: non-zero voxels" if is_skull_stripped(img) else "computed: deepbet (scan with skull)"),
                 "device": str(dev),
-                "model_voxel_mm": mdl.card["normalisation"]["voxel_mm"]},
+                "model_voxel_mm": mdl.card["normalisation"]["voxel_mm"],
+                **({"intensity_offset": offset} if offset else {})},
         seconds=time.time() - t0,
     )
 
@@ -241,6 +244,8 @@ def calibrate(
     preps, healthy = [], []
     for i, path in enumerate(references):
         img = load_nifti(path, name="reference scan")
+        vol = img.get_fdata(dtype=np.float32)
+        img = nib.Nifti1Image(vol - negative_offset(vol), img.affine)  # as detect() does
         prep = _prepare(mdl, img, load_nifti(brain_masks[i], name="brain mask") if brain_masks else None)
         les = lesion_masks[i] if lesion_masks else None
         preps.append(prep)

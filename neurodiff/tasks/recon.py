@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io import ImageRecord, load_image
+from ..io import ImageRecord, load_image, negative_offset
 from ..io.bids import split_extension
 from ..mri import (
     MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_noise_variance, mask_from_kspace,
@@ -173,16 +173,11 @@ def _image_problem(
 
 
 def _negative_offset(data: np.ndarray, mask: np.ndarray) -> float:
-    """The minimum of a real image whose negative values are more than interpolation ringing (below -5% of its
-    largest magnitude), else 0. Such an image (an intensity offset, a z-scored image) is reconstructed shifted by
-    minus this value: a constant only changes the k-space centre, which the mask must then sample."""
-    if np.iscomplexobj(data):
-        return 0.0
-    low, high = float(data.min()), float(np.abs(data).max())
-    if low >= -0.05 * high:
-        return 0.0
+    """:func:`~neurodiff.io.negative_offset` of an image to undersample with ``mask``: the shift is exact only
+    because a constant changes nothing but the k-space centre, so the mask must sample it."""
+    low = negative_offset(data)
     h, w = mask.shape
-    if not mask[h // 2, w // 2]:
+    if low and not mask[h // 2, w // 2]:
         raise InputError(f"the image has negative values (down to {low:.4g}) and the mask does not sample the "
                          "k-space centre: give a magnitude image, or a mask that samples the centre")
     return low

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from neurodiff.errors import InputError
-from neurodiff.io import check_finite, load_image, save_like
+from neurodiff.io import check_finite, load_image, negative_offset, save_like
 
 
 def _one_line(error: pytest.ExceptionInfo) -> str:
@@ -195,3 +195,11 @@ def test_save_integer_dtype(colin_path, tmp_path):
     mask = nib.load(save_like(data > 50, record, tmp_path / "mask.nii.gz", dtype=np.uint8))
     assert mask.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(np.asarray(mask.dataobj), (data > 50).astype(np.uint8))
+
+
+def test_negative_offset_only_for_clearly_negative_real_images():
+    img = np.linspace(0, 100, 50, dtype=np.float32)
+    assert negative_offset(img) == 0 and negative_offset(img - 4) == 0  # ringing-sized negatives are kept
+    assert negative_offset(img - 30) == -30  # an offset
+    assert negative_offset((img - 50) / 10) == -5  # z-scored
+    assert negative_offset((img - 50).astype(np.complex64)) == 0  # complex data have no sign to lose

@@ -30,6 +30,19 @@ def test_detect_returns_maps_on_the_input_grid(untrained_anomaly_model):
     assert np.array_equal(same.score, res.score)  # same seed, same output
 
 
+def test_z_scored_scan_scores_like_the_scan(untrained_anomaly_model):
+    """A z-scored copy of the scan (background at -2.6 instead of 0) is shifted back to a dark background first, so
+    the brain mask, the normalisation inside it and every score are those of the scan itself."""
+    scan = nib.load(STROKE)
+    data = scan.get_fdata(dtype=np.float32)
+    z = (data - data[data > 0].mean()) / data[data > 0].std()
+    kw = dict(model=str(untrained_anomaly_model), device="cpu")
+    res, plain = detect(nib.Nifti1Image(z, scan.affine), **kw), detect(STROKE, **kw)
+    assert res.params["intensity_offset"] == pytest.approx(float(z.min())) and "intensity_offset" not in plain.params
+    assert np.array_equal(res.brain, plain.brain) and np.array_equal(res.mask, plain.mask)
+    assert np.allclose(res.score, plain.score, atol=1e-3)
+
+
 def test_other_method_and_missing_reference(untrained_anomaly_model, tmp_path):
     assert detect(STROKE, model=str(untrained_anomaly_model), device="cpu").params["method"] == "residual"  # default
     for method in ("elbo", "recon"):
