@@ -381,11 +381,11 @@ def reconstruct(
     reference = None if prob.reference is None else prob.reference + prob.offset
     metrics = None
     if reference is not None and not prob.fully_sampled:  # (a fully sampled input is its own reference)
-        ref = reference
         metrics = {
-            "recon": slice_metrics(ref, mag),
-            "zerofilled": slice_metrics(ref, zf_mag),
-            "uncertainty": uncertainty_metrics(ref, mag, std, foreground(ref)) if samples > 1 else None,
+            "recon": slice_metrics(reference, mag),
+            "zerofilled": slice_metrics(reference, zf_mag),
+            "uncertainty": (uncertainty_metrics(reference, mag, std, foreground(reference)) if samples > 1
+                            else None),
         }
 
     def out(a: np.ndarray) -> np.ndarray:  # (S, H, W[, N]) -> voxel order
