@@ -12,7 +12,9 @@ Methods: zero-filling; BART ``pics -S -l1 -r LAMBDA`` (l1-wavelet, lambda tuned 
 AUSE over the object's voxels (above 5% of the slice maximum), before and after the scale fitted on the
 calibration subjects (``--calibrate`` writes it into the model card). ``spearman_oracle`` is the same rank
 correlation for an oracle map, the true error's RMS over each voxel's neighbours (``neighbour_error``): how
-predictable the size of the error is from its surroundings at all.
+predictable the size of the error is from its surroundings at all. These three pool the object voxels of all
+slices, so part of what they reward is telling slices and volumes of different intensity apart;
+``spearman_in_slice`` is the median over slices of the rank correlation within each slice.
 
 ``--test-set 1mm`` tests instead on two real 1 mm scans never used for training: Colin27's brain
 (``mri/colin27/ch2bet.nii.gz``, T1, an average of 27 scans, so smooth and nearly noise-free) and the niivue stroke
@@ -167,6 +169,8 @@ def uncertainty_table(unc, scale: float, smooth: float) -> pd.DataFrame:
         m = uncertainty_metrics(ref, mean, std, np.ones(ref.shape, bool))
         oracle = np.concatenate([neighbour_error(p[1], p[2])[fg] for p, fg in zip(parts, fgs)])
         m["spearman_oracle"] = float(spearmanr(oracle, np.abs(mean - ref)).statistic)
+        m["spearman_in_slice"] = float(np.nanmedian([spearmanr(s[f], np.abs(a - r)[f]).statistic for p, fg in
+                                                  zip(parts, fgs) for r, a, s, f in zip(p[1], p[2], p[3], fg)]))
         rows.append({"accel": accel, "std scale": scale, "smoothing (voxels)": smooth, **m})
     return pd.DataFrame(rows)
 
