@@ -39,7 +39,7 @@ from scipy.stats import norm, spearmanr
 
 from neurodiff.mri import fft2c, ifft2c, kspace_noise_variance, sampling_mask
 from neurodiff.mri.posterior import calibrated_std
-from neurodiff.mri.metrics import foreground, neighbour_error, slice_metrics, uncertainty_metrics
+from neurodiff.mri.metrics import foreground, in_slice_spearman, neighbour_error, slice_metrics, uncertainty_metrics
 from neurodiff.tasks.recon import reconstruct
 from neurodiff.weights import load_model
 
@@ -169,8 +169,8 @@ def uncertainty_table(unc, scale: float, smooth: float) -> pd.DataFrame:
         m = uncertainty_metrics(ref, mean, std, np.ones(ref.shape, bool))
         oracle = np.concatenate([neighbour_error(p[1], p[2])[fg] for p, fg in zip(parts, fgs)])
         m["spearman_oracle"] = float(spearmanr(oracle, np.abs(mean - ref)).statistic)
-        m["spearman_in_slice"] = float(np.nanmedian([spearmanr(s[f], np.abs(a - r)[f]).statistic for p, fg in
-                                                  zip(parts, fgs) for r, a, s, f in zip(p[1], p[2], p[3], fg)]))
+        m["spearman_in_slice"] = in_slice_spearman(*([a for p in parts for a in p[i]] for i in (1, 2, 3)),
+                                                   [f for fg in fgs for f in fg])  # over every slice of the set
         rows.append({"accel": accel, "std scale": scale, "smoothing (voxels)": smooth, **m})
     return pd.DataFrame(rows)
 

@@ -77,6 +77,29 @@ def neighbour_error(ref: np.ndarray, est: np.ndarray, sigma: float = 0.5) -> np.
     return np.sqrt(np.maximum(local, 0.0))
 
 
+def in_slice_spearman(ref: np.ndarray, mean: np.ndarray, std: np.ndarray, where: np.ndarray) -> float:
+    """Median over slices of the Spearman correlation of ``std`` with ``|mean - ref|`` within each slice.
+
+    Parameters
+    ----------
+    ref, mean, std, where
+        ``(S, H, W)`` reference, estimate, predicted std and voxels to score (bool), or sequences of ``S`` such
+        slices (of any sizes).
+
+    Returns
+    -------
+    float
+        Slices with fewer than 3 voxels or a constant map are skipped; NaN when none is left. Unlike a Spearman over
+        the voxels of all slices pooled, a map that is merely larger on brighter slices gains nothing here.
+    """
+    rhos = []
+    for r, m, s, w in zip(ref, mean, std, where):
+        err, sw = np.abs(m - r)[w], s[w]
+        if err.size >= 3 and np.ptp(err) > 0 and np.ptp(sw) > 0:
+            rhos.append(spearmanr(sw, err).statistic)
+    return float(np.median(rhos)) if rhos else float("nan")
+
+
 def uncertainty_metrics(ref: np.ndarray, mean: np.ndarray, std: np.ndarray, where: np.ndarray) -> dict[str, float]:
     """90% interval coverage, Spearman correlation of ``std`` with ``|mean - ref|`` and AUSE over ``where``."""
     r, m, s = ref[where], mean[where], std[where]

@@ -28,7 +28,7 @@ from ..mri import (
     multicoil_project, noisy_copies, read_kspace, sampling_mask, snr_damping, soft_project,
 )
 from ..mri.masks import is_full_block
-from ..mri.metrics import foreground, slice_metrics, uncertainty_metrics
+from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
 from ..mri.posterior import Posterior, Projection, calibrated_std, sample_posterior_slices
 from ..nets import divisor
 from ..weights import Model, load_model
@@ -384,8 +384,9 @@ def reconstruct(
         metrics = {
             "recon": slice_metrics(reference, mag),
             "zerofilled": slice_metrics(reference, zf_mag),
-            "uncertainty": (uncertainty_metrics(reference, mag, std, foreground(reference)) if samples > 1
-                            else None),
+            "uncertainty": ({**uncertainty_metrics(reference, mag, std, foreground(reference)),
+                             "spearman_in_slice": in_slice_spearman(reference, mag, std, foreground(reference))}
+                            if samples > 1 else None),
         }
 
     def out(a: np.ndarray) -> np.ndarray:  # (S, H, W[, N]) -> voxel order

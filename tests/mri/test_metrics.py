@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.stats import spearmanr
 
-from neurodiff.mri.metrics import ause, coverage, foreground, neighbour_error, slice_metrics
+from neurodiff.mri.metrics import ause, coverage, foreground, in_slice_spearman, neighbour_error, slice_metrics
 
 
 def test_coverage_of_a_calibrated_gaussian_is_its_level():
@@ -53,3 +53,16 @@ def test_foreground_ignores_a_constant_offset():
     ref = np.zeros((2, 8, 8))
     ref[:, 2:6, 2:6] = 10.0
     assert np.array_equal(foreground(ref), foreground(ref - 50)) and foreground(ref).sum() == 32
+
+
+def test_in_slice_spearman_gives_no_credit_for_telling_slices_apart():
+    rng = np.random.default_rng(0)
+    ref = np.zeros((4, 16, 16))
+    level = np.array([1.0, 2.0, 4.0, 8.0])[:, None, None]  # slices that err more...
+    mean = ref + level * rng.random(ref.shape)
+    std = level * rng.random(ref.shape)  # ...and a map larger there, but random within each slice
+    where = np.ones(ref.shape, bool)
+    assert spearmanr(std.ravel(), np.abs(mean - ref).ravel()).statistic > 0.4  # pooled: looks informative
+    assert abs(in_slice_spearman(ref, mean, std, where)) < 0.15
+    assert np.isclose(in_slice_spearman(ref, mean, np.abs(mean - ref), where), 1.0)  # a perfect map
+    assert np.isnan(in_slice_spearman(ref, mean, np.ones(ref.shape), where))  # constant map: undefined
