@@ -106,6 +106,14 @@ def _reference(model: Model, method: str | None) -> Reference:
     return Reference.from_dict(refs[method])
 
 
+def _magnitude_like(data: np.ndarray) -> tuple[np.ndarray, float]:
+    """A scan's voxels as a magnitude image: complex data as their magnitude, a scan with clearly negative values
+    (an offset, z-scored) shifted so its background is dark again; also the shift's offset (0 if none)."""
+    data = np.abs(data) if np.iscomplexobj(data) else data
+    offset = negative_offset(data)
+    return data - offset, offset
+
+
 def _prepare(model: Model, img: nib.Nifti1Image, brain: nib.Nifti1Image | None) -> Prepared:
     norm = model.card["normalisation"]
     return prepare(img, brain, voxel_mm=norm["voxel_mm"], canvas=tuple(norm["canvas"]))
@@ -163,10 +171,7 @@ def detect(
     data, record = load_image(image, ndim=(3,))
     if not np.any(data):
         raise InputError("the image is all zeros")
-    if record.is_complex:
-        data = np.abs(data)
-    offset = negative_offset(data)  # an offset or z-scored scan: its background made dark again
-    data = data - offset
+    data, offset = _magnitude_like(data)
     img = nib.Nifti1Image(data, record.affine)
     brain_img = None if brain_mask is None else load_nifti(brain_mask, name="brain mask")
     dev = resolve_device(device)
@@ -243,9 +248,8 @@ def calibrate(
                           else configs[0].method)
     preps, healthy = [], []
     for i, path in enumerate(references):
-        img = load_nifti(path, name="reference scan")
-        vol = img.get_fdata(dtype=np.float32)
-        img = nib.Nifti1Image(vol - negative_offset(vol), img.affine)  # as detect() does
+        data, record = load_image(path, ndim=(3,), name="reference scan")
+        img = nib.Nifti1Image(_magnitude_like(data)[0], record.affine)
         prep = _prepare(mdl, img, load_nifti(brain_masks[i], name="brain mask") if brain_masks else None)
         les = lesion_masks[i] if lesion_masks else None
         preps.append(prep)

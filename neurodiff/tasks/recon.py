@@ -381,11 +381,12 @@ def reconstruct(
     reference = None if prob.reference is None else prob.reference + prob.offset
     metrics = None
     if reference is not None and not prob.fully_sampled:  # (a fully sampled input is its own reference)
+        fg = foreground(reference)
         metrics = {
             "recon": slice_metrics(reference, mag),
             "zerofilled": slice_metrics(reference, zf_mag),
-            "uncertainty": ({**uncertainty_metrics(reference, mag, std, foreground(reference)),
-                             "spearman_in_slice": in_slice_spearman(reference, mag, std, foreground(reference))}
+            "uncertainty": ({**uncertainty_metrics(reference, mag, std, fg),
+                             "spearman_in_slice": in_slice_spearman(reference, mag, std, fg)}
                             if samples > 1 else None),
         }
 
