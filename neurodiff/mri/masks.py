@@ -157,12 +157,19 @@ def mask_from_kspace(kspace: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def is_full_block(mask: np.ndarray) -> bool:
-    """Whether the sampled locations of ``mask`` ``(H, W)`` form one filled rectangle: fully sampled k-space,
-    possibly zero-padded at the edges or partial Fourier (as scanners and fastMRI files store it)."""
+    """Whether ``mask`` ``(H, W)`` samples k-space fully: one filled rectangle, possibly zero-padded at the edges or
+    partial Fourier (as scanners and fastMRI files store it), or the filled ellipse inscribed in that rectangle
+    (elliptical scanning, as 3D acquisitions skip the corners of their phase-encode plane)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return False
-    return bool(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all())
+    block = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    if block.all():
+        return True
+    h, w = block.shape
+    yy, xx = np.mgrid[:h, :w]
+    r2 = ((2 * yy + 1 - h) / h) ** 2 + ((2 * xx + 1 - w) / w) ** 2  # 1 on the inscribed ellipse
+    return bool(min(h, w) >= 8 and block[r2 <= 0.8].all() and block[r2 <= 1].mean() > 0.98 and not block[r2 > 1.2].any())
 
 
 def check_mask(mask: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> None:

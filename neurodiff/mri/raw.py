@@ -35,12 +35,19 @@ class KSpace:
         Voxel-to-world (RAS+, mm) affine of the image, when the file records one (NIfTI only).
     source : str
         Format read: ``"twix"``, ``"fastmri"``, ``"ismrmrd"``, ``"bart"`` or ``"nifti"``.
+    axes : (str, str, str)
+        What the image axes ``(H, W, S)`` are: ``("phase-encode", "readout", "slice")`` for 2D acquisitions,
+        ``("phase-encode", "partition", "readout")`` for 3D ones (hybrid space).
     """
 
     data: np.ndarray
     voxel_size: tuple[float, float, float] | None
     affine: np.ndarray | None
     source: str
+    axes: tuple[str, str, str] = ("phase-encode", "readout", "slice")
+
+
+AXES_3D = ("phase-encode", "partition", "readout")
 
 
 def read_kspace(path: str | os.PathLike) -> KSpace:
@@ -55,27 +62,32 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
     Returns
     -------
     KSpace
-        Data ``(S, C, H, W)`` complex64, centred.
+        Data ``(S, C, H, W)`` complex64, centred. 3D (single-slab) acquisitions come in hybrid space: the
+        inverse FFT along the readout, whose positions are the slices ``S``, each a 2D k-space over
+        ``(H, W)`` = (phase-encode, partition) holding the acquisition's own 2D sampling pattern.
 
     Notes
     -----
-    - twix: the last measurement of the file; image-scan lines only, placed by their ``Lin`` counter (the
-      centre line ``CenterLin`` lands on ``H // 2``, so partial-Fourier data are zero-filled), lines sharing
-      ``(Slc, Lin)`` (averages, repetitions, segments) averaged, readout oversampling removed (centred inverse
-      FFT along readout, central ``1 / flReadoutOSFactor`` kept, FFT back). 3D, multi-echo, multi-phase and
-      multi-set data raise :class:`InputError`.
+    - twix: the last measurement of the file; image-scan lines only, placed by their ``Lin`` (and, for 3D,
+      ``Par``) counters (the centre line ``CenterLin`` lands on ``H // 2``, ``CenterPar`` on the partitions'
+      middle, so partial-Fourier data are zero-filled), lines sharing ``(Slc, Par, Lin)`` (averages,
+      repetitions, segments) averaged, readout oversampling removed (centred inverse FFT along readout, central
+      ``1 / flReadoutOSFactor`` kept, FFT back for 2D data). Multi-slab, multi-echo, multi-phase and multi-set
+      data raise :class:`InputError`.
     - fastMRI stores ``kspace`` as ``(S[, C], readout, phase-encode)``; it is transposed to ``(S, C, PE, RO)``
       (so images are transposed relative to fastMRI's). Its centring is the same as ours (fastMRI's
       ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept; a
       file whose k-space peak lies in a corner (uncentred) is rejected. Readout oversampling is removed when
       ``ismrmrd_header`` gives a smaller recon than encoded matrix.
-    - ISMRMRD HDF5 (``/dataset/data`` + ``/dataset/xml``, e.g. from ``siemens_to_ismrmrd``): Cartesian 2D
+    - ISMRMRD HDF5 (``/dataset/data`` + ``/dataset/xml``, e.g. from ``siemens_to_ismrmrd``): Cartesian 2D or 3D
       imaging lines only (noise, navigator, phase-correction, feedback and dummy scans dropped; reversed lines
-      flipped), placed by ``kspace_encode_step_1`` with the header's ``encodingLimits`` centre on ``H // 2`` and
-      ``center_sample`` on ``W // 2``, averages and repetitions averaged; separately acquired calibration
-      lines fill only lines the imaging scan skipped; readout oversampling removed when ``reconSpace`` is
-      smaller than ``encodedSpace``. 3D, multi-contrast/-phase/-set and non-Cartesian data raise.
-    - BART: dims ``[RO, PE1, PE2, COIL, ..., SLICE (13)]``; ``PE2 > 1`` (3D) and other non-singleton dims raise.
+      flipped), placed by ``kspace_encode_step_1`` (and ``_2``) with the header's ``encodingLimits`` centres on
+      the middle and ``center_sample`` on ``W // 2``, averages and repetitions averaged; separately acquired
+      calibration lines fill only lines the imaging scan skipped; readout oversampling removed when
+      ``reconSpace`` is smaller than ``encodedSpace``. Multi-slab 3D, multi-contrast/-phase/-set and
+      non-Cartesian data raise.
+    - BART: dims ``[RO, PE1, PE2, COIL, ..., SLICE (13)]``; ``PE2 > 1`` is 3D (one slab); other non-singleton
+      dims raise.
     """
     p = Path(path)
     name = p.name.lower()
@@ -131,10 +143,12 @@ def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) ->
 
 
 def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | None, source: str,
-             name: str = "") -> KSpace:
-    """Validate ``(S, C, H, W)`` k-space of format ``source`` (file ``name``, for messages) and wrap it."""
+             name: str = "", volumetric: bool = False) -> KSpace:
+    """Validate ``(S, C, H, W)`` k-space of format ``source`` (file ``name``, for messages) and wrap it;
+    ``volumetric``: the slices are the readout positions of a 3D acquisition (:func:`_to_slices`)."""
     voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
-    return KSpace(data=_validated(data, name or source), voxel_size=voxel, affine=affine, source=source)
+    return KSpace(data=_validated(data, name or source), voxel_size=voxel, affine=affine, source=source,
+                  **({"axes": AXES_3D} if volumetric else {}))
 
 
 def _validated(data: np.ndarray, name: str) -> np.ndarray:
@@ -155,15 +169,24 @@ def _validated(data: np.ndarray, name: str) -> np.ndarray:
 
 def _crop_readout(k: np.ndarray, n: int) -> np.ndarray:
     """Keep the central ``n`` image samples along the last (readout) axis of centred k-space."""
+    if n == k.shape[-1]:
+        return k
     img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
     start = k.shape[-1] // 2 - n // 2
     img = img[..., start : start + n]
     return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1)
 
 
+def _centred_index(index: np.ndarray, centre: int) -> tuple[np.ndarray, int]:
+    """Rows for encoding counters ``index`` whose k-space centre is ``centre``, and the row count: padded so
+    that the centre lands on ``n // 2`` (partial Fourier is zero-filled)."""
+    n = 2 * max(centre, int(index.max()) + 1 - centre)
+    return index + n // 2 - centre, n
+
+
 def _assemble(data: np.ndarray, slc: np.ndarray, lin: np.ndarray, centre_lin: int, centre_col: int,
-              fill: np.ndarray | None = None) -> np.ndarray:
-    """Place readout lines into centred k-space ``(S, C, H, W)``.
+              fill: np.ndarray | None = None, par: np.ndarray | None = None, centre_par: int = 0) -> np.ndarray:
+    """Place readout lines into centred k-space ``(S, C, P, H, W)``.
 
     Parameters
     ----------
@@ -176,26 +199,46 @@ def _assemble(data: np.ndarray, slc: np.ndarray, lin: np.ndarray, centre_lin: in
         (partial Fourier and asymmetric echoes are zero-filled).
     fill : ndarray, shape (N,), bool, optional
         Lines used only where no other line lands (separately acquired calibration lines).
+    par : ndarray, shape (N,), int, optional
+        Partition (second phase-encode) index of each line of a 3D acquisition; its centre ``centre_par``
+        lands on ``P // 2``. Without it ``P`` is 1.
 
     Returns
     -------
-    ndarray, shape (S, C, H, W), complex128
-        Lines sharing ``(slice, line)`` (averages, repetitions) averaged.
+    ndarray, shape (S, C, P, H, W), complex128
+        Lines sharing ``(slice, partition, line)`` (averages, repetitions) averaged.
     """
     fill = np.zeros(len(data), dtype=bool) if fill is None else fill
-    nlin = 2 * max(centre_lin, int(lin.max()) + 1 - centre_lin)
+    rows, nlin = _centred_index(lin, centre_lin)
+    parts, npar = (np.zeros_like(lin), 1) if par is None else _centred_index(par, centre_par)
     nslc, (_, ncoil, ncol) = int(slc.max()) + 1, data.shape
     out = []
     for part in (~fill, fill):
-        total = np.zeros((nslc, ncoil, nlin, ncol), dtype=np.complex128)
-        count = np.zeros((nslc, nlin))
-        rows = lin[part] + nlin // 2 - centre_lin
-        np.add.at(total, (slc[part], slice(None), rows), data[part])
-        np.add.at(count, (slc[part], rows), 1)
-        out.append((total / np.maximum(count, 1)[:, None, :, None], count))
+        total = np.zeros((nslc, ncoil, npar, nlin, ncol), dtype=np.complex128)
+        count = np.zeros((nslc, npar, nlin))
+        np.add.at(total, (slc[part], slice(None), parts[part], rows[part]), data[part])
+        np.add.at(count, (slc[part], parts[part], rows[part]), 1)
+        out.append((total / np.maximum(count, 1)[:, None, :, :, None], count))
     (k, count), (k_fill, _) = out
-    k = np.where((count > 0)[:, None, :, None], k, k_fill)
-    return np.pad(k, [(0, 0)] * 3 + [(max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol))])
+    k = np.where((count > 0)[:, None, :, :, None], k, k_fill)
+    return np.pad(k, [(0, 0)] * 4 + [(max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol))])
+
+
+def _to_slices(k: np.ndarray, n_readout: int, name: str) -> np.ndarray:
+    """Assembled k-space ``(S, C, P, H, W)`` as 2D problems ``(S', C, H', W')``, readout oversampling removed
+    (the central ``n_readout`` image samples along W kept).
+
+    2D data (``P == 1``) stay slices of ``(phase-encode, readout)`` k-space. 3D data (one slab, ``P > 1``) are
+    taken to hybrid space: inverse FFT along the always fully sampled readout, whose ``n_readout`` positions become
+    the slices, each a 2D ``(phase-encode, partition)`` k-space that holds the acquisition's own 2D sampling pattern.
+    """
+    if k.shape[2] == 1:
+        return _crop_readout(k[:, :, 0], n_readout)
+    if k.shape[0] > 1:
+        raise InputError(f"{name}: multi-slab 3D data ({k.shape[0]} slabs) are not supported")
+    img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k[0], axes=-1), axis=-1, norm="ortho"), axes=-1)
+    start = k.shape[-1] // 2 - n_readout // 2
+    return img[..., start : start + n_readout].transpose(3, 0, 2, 1)  # (C, P, H, X) -> (X, C, H, P)
 
 
 def _read_twix(path: Path) -> KSpace:
@@ -208,21 +251,29 @@ def _read_twix(path: Path) -> KSpace:
     lines = [m for m in meas["mdb"] if m.is_image_scan()]
     if not lines:
         raise InputError(f"{path.name} holds no imaging k-space lines")
-    for counter in ("cPar", "cEco", "cPhs", "cSet"):
+    for counter in ("cEco", "cPhs", "cSet"):
         if any(getattr(m, counter) for m in lines):
-            raise InputError(f"{path.name}: 3D, multi-echo, -phase or -set twix data ({counter} > 0) not supported yet")
+            raise InputError(f"{path.name}: multi-echo, -phase or -set twix data ({counter} > 0) not supported yet")
+    par = np.array([m.cPar for m in lines])
     data = np.stack([m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data for m in lines])
-    data = _assemble(data, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
-                     int(lines[0].mdh.CenterLin), int(lines[0].mdh.CenterCol))
+    k = _assemble(data, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
+                  int(lines[0].mdh.CenterLin), int(lines[0].mdh.CenterCol),
+                  par=par if par.any() else None, centre_par=int(lines[0].mdh.CenterPar))
     hdr = meas["hdr"]
     oversampling = float(hdr["Meas"].get("flReadoutOSFactor", 1.0) or 1.0)
-    data = _crop_readout(data, int(round(data.shape[-1] / oversampling)))
+    n = int(round(k.shape[-1] / oversampling))
+    data = _to_slices(k, n, path.name)
     try:
         sl = hdr["MeasYaps"]["sSliceArray"]["asSlice"][0]
-        voxel = (sl["dPhaseFOV"] / data.shape[-2], sl["dReadoutFOV"] / data.shape[-1], sl["dThickness"])
+        pe = sl["dPhaseFOV"] / k.shape[-2]
+        if k.shape[2] == 1:
+            voxel = (pe, sl["dReadoutFOV"] / n, sl["dThickness"])
+        else:  # partitions span the slab and its oversampling
+            slab = sl["dThickness"] * (1 + hdr["MeasYaps"]["sKSpace"].get("dSliceOversamplingForDialog", 0.0))
+            voxel = (pe, slab / k.shape[2], sl["dReadoutFOV"] / n)
     except (KeyError, IndexError, TypeError):
         voxel = None
-    return _checked(data, voxel, None, "twix")
+    return _checked(data, voxel, None, "twix", path.name, volumetric=k.shape[2] > 1)
 
 
 def _read_h5(path: Path) -> KSpace:
@@ -245,7 +296,7 @@ def _read_h5(path: Path) -> KSpace:
     k = _validated(k, path.name)  # before any cropping
     voxel = None
     if header is not None:
-        k, voxel = _to_recon_space(k, header)
+        k, voxel = _to_recon_space(k[:, :, None], header, path.name)
     return KSpace(data=np.ascontiguousarray(k, dtype=np.complex64), voxel_size=voxel, affine=None, source="fastmri")
 
 
@@ -256,14 +307,17 @@ def _xml_find(header: bytes | str, path: str) -> ET.Element | None:
     return root.find("/".join(ns + part for part in path.split("/")))
 
 
-def _to_recon_space(k: np.ndarray, header: bytes | str) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Readout oversampling removed when the ISMRMRD header's ``reconSpace`` is narrower than ``encodedSpace``,
-    and the voxel size (phase-encode, readout, slice) in mm of ``reconSpace``."""
-    enc, rec = _ismrmrd_matrix(header, "encodedSpace"), _ismrmrd_matrix(header, "reconSpace")
-    if rec[0][0] < enc[0][0] <= k.shape[-1]:
-        k = _crop_readout(k, int(round(k.shape[-1] * rec[0][0] / enc[0][0])))
-    (mx, my, mz), (fx, fy, fz) = rec
-    return k, (fy / my, fx / mx, fz / mz)
+def _to_recon_space(k: np.ndarray, header: bytes | str, name: str) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Assembled k-space ``(S, C, P, H, W)`` as 2D problems (:func:`_to_slices`), readout oversampling removed when
+    the ISMRMRD header's ``reconSpace`` is narrower than ``encodedSpace``, and the voxel size in mm along the
+    problems' axes: (phase-encode, readout, slice) for 2D data, (phase-encode, partition, readout) for 3D."""
+    (ex, _, ez), (_, _, efz) = _ismrmrd_matrix(header, "encodedSpace")
+    (mx, my, mz), (fx, fy, fz) = _ismrmrd_matrix(header, "reconSpace")
+    n = k.shape[-1]
+    if mx < ex <= n:
+        n = int(round(n * mx / ex))
+    voxel = (fy / my, fx / mx, fz / mz) if k.shape[2] == 1 else (fy / my, efz / ez, fx / mx)
+    return _to_slices(k, n, name), voxel
 
 
 def _ismrmrd_matrix(header: bytes | str, space: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -296,9 +350,9 @@ def _read_ismrmrd(group, name: str) -> KSpace:
     if (head["trajectory_dimensions"] > 0).any():
         raise InputError(f"{name}: non-Cartesian ISMRMRD data (a trajectory is stored) are not supported")
     idx = head["idx"]
-    for counter in ("kspace_encode_step_2", "contrast", "phase", "set"):
+    for counter in ("contrast", "phase", "set"):
         if idx[counter].any():
-            raise InputError(f"{name}: 3D, multi-contrast, -phase or -set ISMRMRD data ({counter} > 0) not supported yet")
+            raise InputError(f"{name}: multi-contrast, -phase or -set ISMRMRD data ({counter} > 0) not supported yet")
     n, c = np.unique(head["number_of_samples"]), np.unique(head["active_channels"])
     if len(n) > 1 or len(c) > 1:
         raise InputError(f"{name}: imaging lines differ in samples ({n.tolist()}) or channels ({c.tolist()})")
@@ -309,11 +363,16 @@ def _read_ismrmrd(group, name: str) -> KSpace:
     if header is None:
         raise InputError(f"{name} has no ISMRMRD XML header (dataset 'xml')")
     enc = _ismrmrd_matrix(header, "encodedSpace")
-    centre = _xml_find(header, "encoding/encodingLimits/kspace_encoding_step_1/center")
-    centre_lin = int(centre.text) if centre is not None else enc[0][1] // 2
-    k = _assemble(data, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre_lin,
-                  int(head["center_sample"][0]), fill=flag(_ISMRMRD_CALIBRATION)[keep])
-    return _checked(*_to_recon_space(k, header), None, "ismrmrd")
+
+    def centre(step: int) -> int:
+        c = _xml_find(header, f"encoding/encodingLimits/kspace_encoding_step_{step}/center")
+        return int(c.text) if c is not None else enc[0][step] // 2
+
+    par = idx["kspace_encode_step_2"].astype(int)
+    k = _assemble(data, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre(1),
+                  int(head["center_sample"][0]), fill=flag(_ISMRMRD_CALIBRATION)[keep],
+                  par=par if par.any() else None, centre_par=centre(2))
+    return _checked(*_to_recon_space(k, header, name), None, "ismrmrd", name, volumetric=k.shape[2] > 1)
 
 
 def _read_cfl(base: Path) -> KSpace:
@@ -326,11 +385,12 @@ def _read_cfl(base: Path) -> KSpace:
     raw = np.fromfile(base.with_suffix(".cfl"), dtype=np.complex64)
     if raw.size != np.prod(dims):
         raise InputError(f"{base.with_suffix('.cfl')} holds {raw.size} values but its header says {dims}")
-    other = [i for i, d in enumerate(dims) if d > 1 and i not in (0, 1, 3, _BART_SLICE_DIM)]
+    other = [i for i, d in enumerate(dims) if d > 1 and i not in (0, 1, 2, 3, _BART_SLICE_DIM)]
     if other:
-        raise InputError(f"BART dims {other} are > 1; only READ, PHS1, COIL and SLICE (0, 1, 3, 13) are supported")
-    k = raw.reshape(dims, order="F").reshape(dims[0], dims[1], dims[3], dims[_BART_SLICE_DIM], order="F")
-    return _checked(k.transpose(3, 2, 1, 0), None, None, "bart", base.name)
+        raise InputError(f"BART dims {other} are > 1; only READ, PHS1, PHS2, COIL and SLICE (0-3, 13) are supported")
+    k = raw.reshape(dims, order="F").reshape(*dims[:4], dims[_BART_SLICE_DIM], order="F")
+    k = _to_slices(k.transpose(4, 3, 2, 1, 0), dims[0], base.name)  # (S, C, PHS2, PHS1, READ)
+    return _checked(k, None, None, "bart", base.name, volumetric=dims[2] > 1)
 
 
 def _read_nifti(path: Path) -> KSpace:

@@ -257,7 +257,8 @@ def _kspace_problem(
     shape = (hw[0], hw[1], data.shape[0])
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
-    info = {"slice_range": [sl.start, sl.stop], "kspace_noise_std": [float(f"{v:.4g}") for v in noise_std]}
+    info = {"slice_range": [sl.start, sl.stop], "kspace_noise_std": [float(f"{v:.4g}") for v in noise_std],
+            "axes": list(ks.axes)}
     if ks.voxel_size is None:
         info["geometry"] = "unknown (the file has no header): 1 mm voxels assumed, readout oversampling kept"
     if c > 1:

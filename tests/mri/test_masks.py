@@ -91,3 +91,8 @@ def test_is_full_block():
     assert is_full_block(full) and is_full_block(padded)
     assert not is_full_block(sampling_mask((32, 24), 4, 0.1, seed=0))
     assert not is_full_block(np.zeros((8, 6), bool))
+    yy, xx = np.mgrid[-1 : 1 : 40j, -1 : 1 : 30j]
+    elliptical = np.pad(yy**2 + xx**2 <= 1, 2)  # elliptical scanning, zero-padded
+    assert is_full_block(elliptical)
+    assert not is_full_block(elliptical & sampling_mask(elliptical.shape, 4, 0.1, seed=0))
+    assert not is_full_block(elliptical & sampling_mask(elliptical.shape, 3, 0.1, "poisson", seed=0))

@@ -33,6 +33,7 @@ def test_twix_phantom(twix):
     # 160 lines x 320 oversampled readout samples, 2 coils, 1 slice -> oversampling removed
     assert twix.data.shape == (1, 2, 160, 160) and twix.data.dtype == np.complex64
     assert twix.source == "twix" and twix.voxel_size == pytest.approx((1.25, 1.25, 4.0))
+    assert twix.axes == ("phase-encode", "readout", "slice")
     energy = (np.abs(twix.data) ** 2).sum(axis=(0, 1))
     assert np.unravel_index(energy.argmax(), energy.shape) == pytest.approx((80, 80), abs=2)  # centred
     image = rss(ifft2c(torch.from_numpy(twix.data)))[0].numpy()
@@ -120,28 +121,94 @@ def test_fastmri(tmp_path):
         read_kspace(tmp_path / "other.h5")
 
 
-def _ismrmrd_file(path, lines, matrix, centre_lin, fov=(240.0, 240.0, 4.0), recon_x=None):
-    """Write ISMRMRD HDF5 with the reference ``ismrmrd`` package: ``lines`` = [(data (C, N), lin, slc, flags)]."""
+def _ismrmrd_file(path, lines, matrix, centre_lin, fov=(240.0, 240.0, 4.0), recon_x=None, partitions=1, centre_par=0):
+    """Write ISMRMRD HDF5 with the reference ``ismrmrd`` package: ``lines`` = [(data (C, N), lin, slc, flags[,
+    partition])]."""
     ismrmrd = pytest.importorskip("ismrmrd")
     x, y = matrix
-    space = ("<{0}><matrixSize><x>{1}</x><y>{2}</y><z>1</z></matrixSize><fieldOfView_mm><x>{3}</x><y>{4}</y>"
+    space = ("<{0}><matrixSize><x>{1}</x><y>{2}</y><z>{6}</z></matrixSize><fieldOfView_mm><x>{3}</x><y>{4}</y>"
              "<z>{5}</z></fieldOfView_mm></{0}>")
     xml = ('<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
-           + space.format("encodedSpace", x, y, fov[0] * x / (recon_x or x), fov[1], fov[2])
-           + space.format("reconSpace", recon_x or x, y, *fov)
+           + space.format("encodedSpace", x, y, fov[0] * x / (recon_x or x), fov[1], fov[2], partitions)
+           + space.format("reconSpace", recon_x or x, y, *fov, partitions)
            + f"<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{y - 1}</maximum>"
-           f"<center>{centre_lin}</center></kspace_encoding_step_1></encodingLimits>"
-           "<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>")
+           f"<center>{centre_lin}</center></kspace_encoding_step_1><kspace_encoding_step_2><minimum>0</minimum>"
+           f"<maximum>{partitions - 1}</maximum><center>{centre_par}</center></kspace_encoding_step_2>"
+           "</encodingLimits><trajectory>cartesian</trajectory></encoding></ismrmrdHeader>")
     ds = ismrmrd.Dataset(str(path), "/dataset", create_if_needed=True)
     ds.write_xml_header(xml)
-    for data, lin, slc, flags in lines:
+    for data, lin, slc, flags, *par in lines:
         acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(data, dtype=np.complex64))
         acq.idx.kspace_encode_step_1, acq.idx.slice = lin, slc
+        acq.idx.kspace_encode_step_2 = par[0] if par else 0
         acq.center_sample = data.shape[-1] // 2
         for bit in flags:
             acq.set_flag(bit)
         ds.append_acquisition(acq)
     ds.close()
+
+
+def _hybrid(k):
+    """Expected hybrid space of centred 3D k-space ``(C, P, H, W)``: inverse FFT along readout W, as
+    ``(W, C, H, P)``."""
+    x = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    return x.transpose(3, 0, 2, 1)
+
+
+def test_ismrmrd_3d(tmp_path):
+    """A 3D acquisition (partitions along kspace_encode_step_2) reads as hybrid space: slices along the readout,
+    each a (phase-encode, partition) k-space; oversampling cropped, partial Fourier in partitions zero-filled."""
+    rng = np.random.default_rng(1)
+    image = np.zeros((2, 8, 10, 12), np.complex64)  # (C, P, H, W)
+    image[:, 2:6, 3:7, 3:9] = rng.random((2, 4, 4, 6)) + 1
+    k = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(image, axes=(1, 2, 3)), axes=(1, 2, 3), norm="ortho"),
+                        axes=(1, 2, 3))
+    lines = [(k[:, p, i], i, 0, [], p) for p in range(2, 8) for i in range(10)]  # partitions 0-1 not acquired
+    _ismrmrd_file(tmp_path / "3d.h5", lines, (12, 10), 5, fov=(120.0, 100.0, 16.0), recon_x=6, partitions=8,
+                  centre_par=4)
+    back = read_kspace(tmp_path / "3d.h5")
+    expected = k.copy()
+    expected[:, :2] = 0
+    assert back.data.shape == (6, 2, 10, 8)  # (readout cropped 12 -> 6, coils, lines, partitions)
+    np.testing.assert_allclose(back.data, _hybrid(expected)[3:9], atol=1e-5)
+    assert back.voxel_size == pytest.approx((10.0, 2.0, 20.0))
+    assert back.axes == ("phase-encode", "partition", "readout")
+    _ismrmrd_file(tmp_path / "slabs.h5", lines + [(k[:, 4, 5], 5, 1, [], 4)], (12, 10), 5, partitions=8,
+                  centre_par=4)
+    with pytest.raises(InputError, match="multi-slab"):
+        read_kspace(tmp_path / "slabs.h5")
+
+
+def test_twix_3d(twix, tmp_path):
+    """The 2D phantom repeated over 6 partitions (each scaled by a complex factor) and written as a 3D twix file
+    reads as its hybrid space."""
+    import twixtools
+
+    scan = twixtools.read_twix(str(TWIX), parse_pmu=False, verbose=False)[-1]
+    factors = np.exp(1j * np.arange(6)) * (1 + np.arange(6))
+    mdbs = []
+    for p, f in enumerate(factors):
+        for m in (m for m in scan["mdb"] if m.is_image_scan()):
+            line = m.convert_to_local()
+            line.mdh.Counter.Par, line.mdh.CenterPar = p, 2  # centre partition 2 of 0-5: 8 after zero-filling
+            line.data = (m.data * f).astype(np.complex64)
+            mdbs.append(line)
+    twixtools.write_twix([dict(scan, mdb=mdbs)], str(tmp_path / "gre3d.dat"))
+    back = read_kspace(tmp_path / "gre3d.dat")
+    expected = np.zeros((2, 8, 160, 160), np.complex64)
+    expected[:, 2:] = factors[None, :, None, None] * twix.data[0][:, None]
+    assert back.data.shape == (160, 2, 160, 8)
+    np.testing.assert_allclose(back.data, _hybrid(expected), atol=1e-5 * np.abs(expected).max())
+    assert back.voxel_size == pytest.approx((1.25, 0.5, 1.25)) and back.axes[1] == "partition"  # 4 mm slab, 8 par.
+
+
+def test_cfl_3d(tmp_path):
+    k = _kspace((2, 3, 4, 6))  # (C, PE2, PE1, RO)
+    dims = [6, 4, 3, 2]
+    (tmp_path / "v.hdr").write_text("# Dimensions\n" + " ".join(map(str, dims)) + "\n")
+    k.transpose(3, 2, 1, 0).ravel(order="F").astype(np.complex64).tofile(tmp_path / "v.cfl")
+    back = read_kspace(tmp_path / "v.cfl")
+    np.testing.assert_allclose(back.data, _hybrid(k), atol=1e-5)
 
 
 def test_ismrmrd_matches_twix(twix, tmp_path):
