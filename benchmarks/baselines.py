@@ -145,7 +145,8 @@ def bart_pics(
     return out.astype(np.complex64)
 
 
-def bart_pics_multicoil(kspace: np.ndarray, lam: float, iters: int = 100, threads: int = 1) -> np.ndarray:
+def bart_pics_multicoil(kspace: np.ndarray, lam: float, iters: int = 100, threads: int = 1,
+                        calib: int | None = None) -> np.ndarray:
     """BART ``ecalib -m1`` (ESPIRiT sensitivities from the calibration centre) then ``pics -S -l1 -r lam`` per slice.
 
     Parameters
@@ -154,6 +155,8 @@ def bart_pics_multicoil(kspace: np.ndarray, lam: float, iters: int = 100, thread
         Centred multi-coil k-space, zero where not sampled; ``H`` and ``W`` even (BART's centring).
     lam, iters, threads
         As in :func:`bart_pics`.
+    calib : int, optional
+        ``ecalib -r``: the size of the calibration region (default BART's, 24), for centres smaller than that.
 
     Returns
     -------
@@ -171,7 +174,7 @@ def bart_pics_multicoil(kspace: np.ndarray, lam: float, iters: int = 100, thread
         d = Path(tmp)
         for i in range(s):
             _write_cfl(d / "ksp", kspace[i][:, None])  # numpy (C, 1, H, W) = BART [W, H, 1, C]
-            for cmd in (["bart", "ecalib", "-m1", str(d / "ksp"), str(d / "sens")],
+            for cmd in (["bart", "ecalib", "-m1", *(["-r", str(calib)] if calib else []), str(d / "ksp"), str(d / "sens")],
                         ["bart", "pics", "-S", "-l1", "-r", repr(float(lam)), "-i", str(int(iters)), str(d / "ksp"),
                          str(d / "sens"), str(d / "img")]):
                 res = subprocess.run(cmd, capture_output=True, text=True, env=env)

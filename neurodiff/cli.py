@@ -127,7 +127,7 @@ def info() -> None:
 def recon(
     input: Path = typer.Argument(..., help="Image NIfTI (2D/3D, magnitude or complex) to undersample "
                                  "retrospectively, or measured k-space: .dat (Siemens twix), .h5 (fastMRI or ISMRMRD), "
-                                 ".cfl (BART)."),
+                                 ".cfl (BART); 2D multi-slice, or 3D reconstructed slice by slice along the readout."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o",
                                            help="Output folder [default: the input's folder]."),
     accel: Optional[float] = typer.Option(None, help="Acceleration of the simulated undersampling [default: 4 for "

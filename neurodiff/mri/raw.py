@@ -205,22 +205,25 @@ def _assemble(data: np.ndarray, slc: np.ndarray, lin: np.ndarray, centre_lin: in
 
     Returns
     -------
-    ndarray, shape (S, C, P, H, W), complex128
+    ndarray, shape (S, C, P, H, W), complex64
         Lines sharing ``(slice, partition, line)`` (averages, repetitions) averaged.
     """
     fill = np.zeros(len(data), dtype=bool) if fill is None else fill
     rows, nlin = _centred_index(lin, centre_lin)
     parts, npar = (np.zeros_like(lin), 1) if par is None else _centred_index(par, centre_par)
     nslc, (_, ncoil, ncol) = int(slc.max()) + 1, data.shape
-    out = []
-    for part in (~fill, fill):
-        total = np.zeros((nslc, ncoil, npar, nlin, ncol), dtype=np.complex128)
-        count = np.zeros((nslc, npar, nlin))
+
+    def average(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        total = np.zeros((nslc, ncoil, npar, nlin, ncol), dtype=np.complex64)
+        count = np.zeros((nslc, npar, nlin), dtype=np.float32)
         np.add.at(total, (slc[part], slice(None), parts[part], rows[part]), data[part])
         np.add.at(count, (slc[part], parts[part], rows[part]), 1)
-        out.append((total / np.maximum(count, 1)[:, None, :, :, None], count))
-    (k, count), (k_fill, _) = out
-    k = np.where((count > 0)[:, None, :, :, None], k, k_fill)
+        total /= np.maximum(count, 1)[:, None, :, :, None]
+        return total, count
+
+    k, count = average(~fill)
+    if fill.any():
+        k = np.where((count > 0)[:, None, :, :, None], k, average(fill)[0])
     return np.pad(k, [(0, 0)] * 4 + [(max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol))])
 
 
