@@ -1,7 +1,6 @@
 """Posterior sampling for undersampled MRI: a conditional diffusion model + data consistency at every step.
 
-Samples are drawn as one batch (samples x slices); the mean and spread are accumulated online over sample
-chunks (Welford), so memory does not grow with the number of samples.
+Samples are drawn as one batch (samples x slices); the mean and spread are accumulated online (Welford).
 """
 
 from __future__ import annotations
@@ -39,6 +38,37 @@ class Posterior:
     samples: torch.Tensor | None
 
 
+def sample_views(n_samples: int, transpose: bool) -> list[tuple[bool, int]]:
+    """``[(transposed, count), ...]``: how :func:`sample_posterior` splits ``n_samples`` between the slice as given
+    and, with ``transpose``, the transposed slice (half of them, rounded down)."""
+    if not transpose or n_samples < 2:
+        return [(False, n_samples)]
+    return [(False, n_samples - n_samples // 2), (True, n_samples // 2)]
+
+
+@dataclass
+class _View:
+    """``n`` samples of ``S`` slices ``(H, W)`` as the network sees them: scaled, possibly transposed, padded."""
+
+    transposed: bool
+    n: int
+    shape: tuple[int, int]  # (H, W) of the view, before padding
+    pads: tuple
+    scale: torch.Tensor  # (S, 1, 1)
+
+    def orient(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(-2, -1) if self.transposed else x  # its own inverse
+
+    def to_image(self, x0: torch.Tensor) -> torch.Tensor:
+        """Network output ``(n S, 2, H', W')`` -> complex ``(n, S, H, W)`` in the data's units and orientation."""
+        x = crop(channels_to_complex(x0), self.pads).reshape(self.n, -1, *self.shape)
+        return self.orient(x) * self.scale
+
+    def to_net(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_image`."""
+        return complex_to_channels(pad(self.orient(x / self.scale).reshape(-1, *self.shape), self.pads))
+
+
 def sample_posterior(
     denoiser: Denoiser,
     zf: torch.Tensor,
@@ -51,7 +81,7 @@ def sample_posterior(
     eta: float = 1.0,
     multiple: int = 8,
     canvas: tuple[int, int] = (0, 0),
-    sample_chunk: int | None = None,
+    transpose: bool = False,
     keep_samples: bool = False,
     generator: torch.Generator | None = None,
     callback: Callable[[int], None] | None = None,
@@ -66,7 +96,7 @@ def sample_posterior(
         ``(H, W)`` sampling mask (1 = measured), shown to the network.
     project
         Data consistency in the data's units, applied to x0-hat at every step (e.g. a hard k-space projection);
-        it receives tensors on the denoiser's device.
+        it receives ``(N', S, H, W)`` tensors on the denoiser's device.
     final
         Data consistency of the finished samples (default ``project``).
     n_samples
@@ -78,41 +108,57 @@ def sample_posterior(
     canvas
         Minimum padded size ``(H, W)``: the training canvas, so that a small field of view sits in the same
         zero frame as the training slices did.
-    sample_chunk
-        Samples per network batch (default all ``N`` at once).
+    transpose
+        Draw half of the samples (:func:`sample_views`) on the transposed problem: the network sees the
+        transposed zero-filled image and mask (an exact symmetry of the reconstruction problem, which the
+        network has only learned approximately), so that part of its orientation-dependent error shows in the
+        spread; data consistency and the returned samples stay in the slice's own orientation. Both views run
+        as one network batch when their padded shapes agree (square canvas), else as two.
     callback
         Called with the number of network evaluations done so far.
     """
     dev = next(denoiser.parameters()).device
     zf, mask = zf.to(dev), mask.to(dev)
     s, h, w = zf.shape
-    pads = padding((h, w), padded_shape((max(h, canvas[0]), max(w, canvas[1])), multiple))
     scale = slice_scale(zf)[:, None, None]  # (S, 1, 1)
-    cond_one = condition(pad(zf / scale, pads), pad(mask.float(), pads))  # (S, 3, H', W')
-    chunk = sample_chunk or n_samples
+    batches: list[list[tuple[_View, torch.Tensor]]] = []  # views with the same padded shape share a batch
+    for transposed, n in sample_views(n_samples, transpose):
+        vh, vw = (w, h) if transposed else (h, w)
+        view = _View(transposed, n, (vh, vw), padding((vh, vw), padded_shape((max(vh, canvas[0]), max(vw, canvas[1])),
+                                                                             multiple)), scale)
+        cond = condition(pad(view.orient(zf) / scale, view.pads), pad(view.orient(mask).float(), view.pads))
+        if batches and batches[-1][0][1].shape[-2:] == cond.shape[-2:]:
+            batches[-1].append((view, cond))
+        else:
+            batches.append([(view, cond)])
     n_done, calls = 0, 0
     mean = torch.zeros_like(zf)
     mag_mean = torch.zeros(zf.shape, dtype=torch.float32, device=dev)
     mag_m2 = torch.zeros_like(mag_mean)
     kept = []
-    while n_done < n_samples:
-        n = min(chunk, n_samples - n_done)
 
-        def consistency(x0: torch.Tensor, t: torch.Tensor, n: int = n) -> torch.Tensor:
-            x = crop(channels_to_complex(x0.float()), pads).reshape(n, s, h, w) * scale
-            x = project(x) / scale
-            return complex_to_channels(pad(x.reshape(n * s, h, w), pads)).to(x0)
+    def count(i: int, t: int, x: torch.Tensor, pred) -> None:
+        nonlocal calls
+        calls += 1
+        if callback is not None:
+            callback(calls)
 
-        def count(i: int, t: int, x: torch.Tensor, pred) -> None:
-            nonlocal calls
-            calls += 1
-            if callback is not None:
-                callback(calls)
+    for batch in batches:
+        views = [v for v, _ in batch]
 
-        x_T = torch.randn((n * s, 2) + cond_one.shape[-2:], generator=generator, device=dev)
-        out = sample_ddim(denoiser, x_T, steps, cond=Cond(image=cond_one.repeat(n, 1, 1, 1)), eta=eta,
-                          consistency=consistency, generator=generator, callback=count)
-        x = (final or project)(crop(channels_to_complex(out.float()), pads).reshape(n, s, h, w) * scale)
+        def to_image(x0: torch.Tensor, views: list[_View] = views) -> torch.Tensor:  # -> (N', S, H, W)
+            parts = torch.split(x0.float(), [v.n * s for v in views])
+            return torch.cat([v.to_image(p) for v, p in zip(views, parts)])
+
+        def consistency(x0: torch.Tensor, t: torch.Tensor, views: list[_View] = views) -> torch.Tensor:
+            x = project(to_image(x0))
+            return torch.cat([v.to_net(p) for v, p in zip(views, torch.split(x, [v.n for v in views]))]).to(x0)
+
+        cond = torch.cat([c.repeat(v.n, 1, 1, 1) for v, c in batch])
+        x_T = torch.randn((cond.shape[0], 2) + cond.shape[-2:], generator=generator, device=dev)
+        out = sample_ddim(denoiser, x_T, steps, cond=Cond(image=cond), eta=eta, consistency=consistency,
+                          generator=generator, callback=count)
+        x = (final or project)(to_image(out))
         for xi in x:  # Welford
             n_done += 1
             mean += (xi - mean) / n_done
@@ -124,6 +170,14 @@ def sample_posterior(
     std = (mag_m2 / max(n_done - 1, 1)).sqrt()
     return Posterior(mean.cpu(), mag_mean.cpu(), std.cpu(), torch.cat(kept) if keep_samples else None)
 
+
+def network_batches(shape: tuple[int, int], n_samples: int, transpose: bool, multiple: int,
+                    canvas: tuple[int, int]) -> int:
+    """Number of network batches :func:`sample_posterior` runs per group of slices ``(H, W)``: 2 when the
+    transposed view pads to another shape, else 1."""
+    padded = {padded_shape((max(a, canvas[0]), max(b, canvas[1])), multiple)
+              for t, _ in sample_views(n_samples, transpose) for a, b in [shape[::-1] if t else shape]}
+    return len(padded)
 
 
 def sample_posterior_slices(
@@ -145,11 +199,13 @@ def sample_posterior_slices(
     :func:`sample_posterior`.
     """
     s_total = zf.shape[0]
-    total = steps * -(-s_total // group)
+    batches = network_batches(tuple(zf.shape[-2:]), kwargs.get("n_samples", 8), kwargs.get("transpose", False),
+                              kwargs.get("multiple", 8), kwargs.get("canvas", (0, 0)))
+    total = steps * batches * -(-s_total // group)
     parts = []
     for a in range(0, s_total, group):
         b = min(a + group, s_total)
-        base = steps * (a // group)
+        base = steps * batches * (a // group)
         tick = None if progress is None else (lambda calls, base=base: progress(base + calls, total))
         fin = None if final_for is None else final_for(a, b)
         parts.append(sample_posterior(denoiser, zf[a:b], mask, project_for(a, b), final=fin, steps=steps,

@@ -29,7 +29,7 @@ from ..mri import (
 )
 from ..mri.masks import is_full_block
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
-from ..mri.posterior import Posterior, Projection, calibrated_std, sample_posterior_slices
+from ..mri.posterior import Posterior, Projection, calibrated_std, sample_posterior_slices, sample_views
 from ..nets import divisor
 from ..weights import Model, load_model
 from .common import resolve_device
@@ -280,6 +280,7 @@ def reconstruct(
     samples: int = 8,
     steps: int = 20,
     eta: float = 1.0,
+    transpose: bool = True,
     dc_weight: float = math.inf,
     model: str | Path | Model = DEFAULT_MODEL,
     device: str = "auto",
@@ -311,6 +312,9 @@ def reconstruct(
         ``"A:B"`` subset of slices (outputs cover only these; the affine is shifted to match).
     samples, steps, eta
         Number of posterior samples (drawn as one batch per group of slices), DDIM steps and stochasticity.
+    transpose
+        Draw half of the samples on the transposed slices (:func:`~neurodiff.mri.posterior.sample_posterior`),
+        as the shipped calibration was fitted.
     dc_weight
         Data-consistency weight on measured k-space (single coil): ``inf`` replaces it by the data (noiseless
         data), a finite ``w`` blends ``(F x + w y) / (1 + w)`` for noisy data. Multi-coil data use conjugate
@@ -366,7 +370,7 @@ def reconstruct(
         post = sample_posterior_slices(
             m.denoiser.to(dev), prob.zf, torch.from_numpy(prob.mask), prob.project_for,
             group=prob.group or batch_slices or slices_per_batch(work, dev), final_for=prob.final_for,
-            progress=progress, n_samples=samples,
+            progress=progress, n_samples=samples, transpose=transpose,
             steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]), canvas=canvas,
             keep_samples=save_samples, generator=torch.Generator(device=dev).manual_seed(seed),
         )
@@ -404,6 +408,7 @@ def reconstruct(
                   mask_type=mask_type if drawn else None, center_fraction=center_fraction if drawn else None,
                   mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
+                  transposed_samples=dict(sample_views(samples, transpose)).get(True, 0) if sampler == "ddim" else 0,
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
                   uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,
