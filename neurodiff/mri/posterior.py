@@ -124,8 +124,7 @@ def sample_posterior(
     batches: list[list[tuple[_View, torch.Tensor]]] = []  # views with the same padded shape share a batch
     for transposed, n in sample_views(n_samples, transpose):
         vh, vw = (w, h) if transposed else (h, w)
-        view = _View(transposed, n, (vh, vw), padding((vh, vw), padded_shape((max(vh, canvas[0]), max(vw, canvas[1])),
-                                                                             multiple)), scale)
+        view = _View(transposed, n, (vh, vw), padding((vh, vw), _network_shape((vh, vw), canvas, multiple)), scale)
         cond = condition(pad(view.orient(zf) / scale, view.pads), pad(view.orient(mask).float(), view.pads))
         if batches and batches[-1][0][1].shape[-2:] == cond.shape[-2:]:
             batches[-1].append((view, cond))
@@ -171,13 +170,18 @@ def sample_posterior(
     return Posterior(mean.cpu(), mag_mean.cpu(), std.cpu(), torch.cat(kept) if keep_samples else None)
 
 
+def _network_shape(shape: tuple[int, int], canvas: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """The padded ``(H', W')`` the network sees for slices ``shape``: at least ``canvas``, a multiple of ``multiple``."""
+    return padded_shape((max(shape[0], canvas[0]), max(shape[1], canvas[1])), multiple)
+
+
 def network_batches(shape: tuple[int, int], n_samples: int, transpose: bool, multiple: int,
                     canvas: tuple[int, int]) -> int:
     """Number of network batches :func:`sample_posterior` runs per group of slices ``(H, W)``: 2 when the
     transposed view pads to another shape, else 1."""
-    padded = {padded_shape((max(a, canvas[0]), max(b, canvas[1])), multiple)
-              for t, _ in sample_views(n_samples, transpose) for a, b in [shape[::-1] if t else shape]}
-    return len(padded)
+    return len({_network_shape(shape[::-1] if t else shape, canvas, multiple)
+                for t, _ in sample_views(n_samples, transpose)})
+
 
 
 def sample_posterior_slices(
