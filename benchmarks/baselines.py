@@ -174,7 +174,8 @@ def bart_pics_multicoil(kspace: np.ndarray, lam: float, iters: int = 100, thread
         d = Path(tmp)
         for i in range(s):
             _write_cfl(d / "ksp", kspace[i][:, None])  # numpy (C, 1, H, W) = BART [W, H, 1, C]
-            for cmd in (["bart", "ecalib", "-m1", *(["-r", str(calib)] if calib else []), str(d / "ksp"), str(d / "sens")],
+            ecalib = ["bart", "ecalib", "-m1", *(["-r", str(calib)] if calib else []), str(d / "ksp"), str(d / "sens")]
+            for cmd in (ecalib,
                         ["bart", "pics", "-S", "-l1", "-r", repr(float(lam)), "-i", str(int(iters)), str(d / "ksp"),
                          str(d / "sens"), str(d / "img")]):
                 res = subprocess.run(cmd, capture_output=True, text=True, env=env)

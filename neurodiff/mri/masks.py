@@ -169,7 +169,8 @@ def is_full_block(mask: np.ndarray) -> bool:
     h, w = block.shape
     yy, xx = np.mgrid[:h, :w]
     r2 = ((2 * yy + 1 - h) / h) ** 2 + ((2 * xx + 1 - w) / w) ** 2  # 1 on the inscribed ellipse
-    return bool(min(h, w) >= 8 and block[r2 <= 0.8].all() and block[r2 <= 1].mean() > 0.98 and not block[r2 > 1.2].any())
+    inside, outside = block[r2 <= 0.8].all() and block[r2 <= 1].mean() > 0.98, block[r2 > 1.2].any()
+    return bool(min(h, w) >= 8 and inside and not outside)
 
 
 def check_mask(mask: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> None:

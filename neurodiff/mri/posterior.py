@@ -171,7 +171,8 @@ def sample_posterior(
 
 
 def _network_shape(shape: tuple[int, int], canvas: tuple[int, int], multiple: int) -> tuple[int, int]:
-    """The padded ``(H', W')`` the network sees for slices ``shape``: at least ``canvas``, a multiple of ``multiple``."""
+    """The padded ``(H', W')`` the network sees for slices ``shape``: at least ``canvas``, a multiple of
+    ``multiple``."""
     return padded_shape((max(shape[0], canvas[0]), max(shape[1], canvas[1])), multiple)
 
 
