@@ -167,13 +167,18 @@ def _validated(data: np.ndarray, name: str) -> np.ndarray:
     return data
 
 
+def _readout_image(k: np.ndarray, n: int) -> np.ndarray:
+    """Centred inverse FFT of centred k-space along its last (readout) axis, central ``n`` samples kept."""
+    img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    start = k.shape[-1] // 2 - n // 2
+    return img[..., start : start + n]
+
+
 def _crop_readout(k: np.ndarray, n: int) -> np.ndarray:
     """Keep the central ``n`` image samples along the last (readout) axis of centred k-space."""
     if n == k.shape[-1]:
         return k
-    img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=-1), axis=-1, norm="ortho"), axes=-1)
-    start = k.shape[-1] // 2 - n // 2
-    img = img[..., start : start + n]
+    img = _readout_image(k, n)
     return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1)
 
 
@@ -239,9 +244,7 @@ def _to_slices(k: np.ndarray, n_readout: int, name: str) -> np.ndarray:
         return _crop_readout(k[:, :, 0], n_readout)
     if k.shape[0] > 1:
         raise InputError(f"{name}: multi-slab 3D data ({k.shape[0]} slabs) are not supported")
-    img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k[0], axes=-1), axis=-1, norm="ortho"), axes=-1)
-    start = k.shape[-1] // 2 - n_readout // 2
-    return img[..., start : start + n_readout].transpose(3, 0, 2, 1)  # (C, P, H, X) -> (X, C, H, P)
+    return _readout_image(k[0], n_readout).transpose(3, 0, 2, 1)  # (C, P, H, X) -> (X, C, H, P)
 
 
 def _read_twix(path: Path) -> KSpace:
