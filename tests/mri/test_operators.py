@@ -116,3 +116,22 @@ def test_estimate_sensitivities_object_filling_the_field_of_view():
     agreement = (est.conj() * sens).sum(0).abs()  # 1 where the maps match up to a common phase
     edges = torch.cat([agreement[:8], agreement[-8:]])
     assert edges.mean() > 0.995 and agreement.min() > 0.97
+
+
+def test_extrapolate_edges_follows_the_opposite_edge():
+    from neurodiff.mri.operators import _extrapolate_edges
+
+    n, band = 30, 4
+    rows = torch.arange(n, dtype=torch.float32)[None, :, None]
+    linear = ((1 + 0.1j) * rows + 2.0).expand(2, n, 5).to(torch.complex64)  # (C, n, L), a straight line per line
+    noisy = linear.clone()
+    noisy[:, :band] += _rand((2, band, 5), 1)
+    noisy[:, -band:] += _rand((2, band, 5), 2)
+    air = torch.zeros(n, 5)
+    air[band:-band] = 1.0  # the signal stays away from both edges
+    full = torch.ones(n, 5)  # the object reaches both edges
+    torch.testing.assert_close(_extrapolate_edges(noisy, air, -2, band), noisy)  # bands facing air are kept
+    torch.testing.assert_close(_extrapolate_edges(noisy, full, -2, band), linear)  # else the inner line continues
+    # along the last axis too, and unchanged when the axis is too short for three bands
+    torch.testing.assert_close(_extrapolate_edges(noisy.transpose(1, 2), full.T, -1, band), linear.transpose(1, 2))
+    torch.testing.assert_close(_extrapolate_edges(noisy, full, -2, 11), noisy)
