@@ -30,6 +30,7 @@ from baselines import bart_available, bart_pics_multicoil
 from recon_multicoil import cg_sense
 
 from neurodiff.mri import read_kspace
+from neurodiff.mri.fft import fft2c
 from neurodiff.mri.metrics import slice_metrics
 from neurodiff.mri.operators import _calibration_size
 from neurodiff.mri.raw import write_cfl
@@ -69,7 +70,7 @@ def kspace(imgs: np.ndarray, level: float, seed: int = 0) -> tuple[np.ndarray, n
     maps = coil_maps(h, w)
     phase = np.exp(1j * 0.5 * np.mgrid[-1:1:complex(0, h), -1:1:complex(0, w)][0])
     coil = imgs[:, None] * phase * maps[None]
-    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coil, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    k = fft2c(torch.from_numpy(coil.astype(np.complex64))).numpy()
     rng = np.random.default_rng(seed)
     k += level * np.abs(k).max() * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape)) / np.sqrt(2)
     return k.astype(np.complex64), maps

@@ -160,6 +160,7 @@ def _extrapolate_edges(maps: torch.Tensor, energy: torch.Tensor, axis: int, band
         return maps
     out = maps.movedim(axis, 1).clone()  # (C, n, L)
     e = energy.movedim(axis, 0)  # (n, L); axis is -2 or -1
+    peak = e.max().clamp_min(torch.finfo(e.dtype).tiny)
     pos = torch.arange(n, dtype=torch.float32, device=maps.device)
     top, bottom = slice(0, band), slice(n - band, n)
     for fit, edge, opposite in ((slice(band, 2 * band), top, bottom), (slice(n - 2 * band, n - band), bottom, top)):
@@ -167,7 +168,7 @@ def _extrapolate_edges(maps: torch.Tensor, energy: torch.Tensor, axis: int, band
         rc = (r - r.mean())[None, :, None]
         slope = (rc * v).sum(1, keepdim=True) / (rc**2).sum()
         line = v.mean(1, keepdim=True) + slope * (pos[edge] - r.mean())[None, :, None]
-        weight = (16 * e[opposite].mean(0) / e.max().clamp_min(torch.finfo(e.dtype).tiny)).clamp(0, 1)  # (L,)
+        weight = (16 * e[opposite].mean(0) / peak).clamp(0, 1)  # (L,)
         out[:, edge] = weight * line + (1 - weight) * out[:, edge]
     return out.movedim(1, axis)
 

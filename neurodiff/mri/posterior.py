@@ -184,7 +184,6 @@ def network_batches(shape: tuple[int, int], n_samples: int, transpose: bool, mul
                 for t, _ in sample_views(n_samples, transpose)})
 
 
-
 def sample_posterior_slices(
     denoiser: Denoiser,
     zf: torch.Tensor,
