@@ -100,7 +100,8 @@ def run_neurodiff(stack: np.ndarray, accel: float, cf: float, seed: int, model, 
         return {"recon": zf.abs().numpy(), "std": np.zeros(zf.shape, np.float32), "zf": zf.numpy(), "mask": mask,
                 "seconds": 0.0}
     res = reconstruct(nib.Nifti1Image(stack, np.eye(4)), accel=accel, center_fraction=cf, seed=seed,
-                      samples=args.samples, steps=args.steps, eta=args.eta, model=model, device=args.device)
+                      samples=args.samples, steps=args.steps, eta=args.eta, views=args.views, model=model,
+                      device=args.device)
     to_s = lambda a: np.moveaxis(a, 2, 0)  # noqa: E731
     return {"recon": to_s(res.recon), "std": to_s(res.uncertainty), "zf": to_s(res.zerofilled),
             "mask": res.mask[:, :, 0].astype(bool), "seconds": res.seconds}
@@ -197,6 +198,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--eta", type=float, default=1.0)
+    ap.add_argument("--views", type=int, default=8, help="symmetries of each slice the samples are spread over")
     ap.add_argument("--slices-per-volume", type=int, default=6)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--bart", action="store_true", help="also run BART (needs the `bart` command)")
@@ -238,9 +240,11 @@ def main() -> None:
         card_path = Path(args.model).with_suffix(".json") if Path(args.model).with_suffix(".json").exists() else None
         if card_path is not None:
             card = json.loads(card_path.read_text())
-            card["calibration"] = {"std_scale": round(scale, 4), "smooth_voxels": smooth, "fitted_on": f"NiChart Subj{CAL_SUBJECTS}, "
-                                   f"T1+FLAIR, 4x and 8x random masks, {args.samples} samples, {args.steps} steps, "
-                                   f"eta {args.eta}", "target": "90% central interval covers 90% of object voxels"}
+            card["calibration"] = {
+                "std_scale": round(scale, 4), "smooth_voxels": smooth, "views": args.views,
+                "fitted_on": f"NiChart Subj{CAL_SUBJECTS}, T1+FLAIR, 4x and 8x random masks, {args.samples} samples "
+                             f"spread over {args.views} symmetric views, {args.steps} steps, eta {args.eta}",
+                "target": "90% central interval covers 90% of object voxels"}
             card_path.write_text(json.dumps(card, indent=2) + "\n")
     load, test_name, set_suffix = TEST_SETS[args.test_set]
     test, test_unc = evaluate(load(args.data), model, args, lam)

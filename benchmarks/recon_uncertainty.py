@@ -17,6 +17,11 @@ object's voxels (above 5% of the slice maximum) of 4x and 8x random 1D masks:
 Only subjects 13-14 are used (never the test subjects 15-16), so nothing here tunes on test data.
 
     python benchmarks/recon_uncertainty.py ../shared/data --samples 16 --slices-per-volume 2
+
+With ``--views 1,2,4,8`` it compares instead how many symmetries of the slice the default sampler spreads its
+samples over (``sample_posterior(..., views=k)``), written to ``recon_uncertainty_views.txt``:
+
+    python benchmarks/recon_uncertainty.py ../shared/data --views 1,2,4,8 --samples 8 --slices-per-volume 3
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def draw(model, ref: np.ndarray, accel: float, cf: float, seed: int, cfg: dict, 
     project = lambda z: hard_project(z, y.to(z.device), mask)  # noqa: E731
     canvas = tuple(model.card["training"]["image_size"])
     post = sample_posterior(model.denoiser, ifft2c(y), mask, project if cfg["every"] else (lambda z: z),
-                            n_samples=n, steps=cfg["steps"], eta=cfg["eta"], canvas=canvas,
+                            n_samples=n, steps=cfg["steps"], eta=cfg["eta"], canvas=canvas, views=cfg.get("views", 1),
                             multiple=divisor(model.card["architecture"]["size"]), keep_samples=True,
                             generator=torch.Generator().manual_seed(seed))
     return project(post.samples).abs()
@@ -98,13 +103,17 @@ def main() -> None:
     ap.add_argument("--model", default="recon-t1-flair-tiny")
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--slices-per-volume", type=int, default=2)
+    ap.add_argument("--views", default=None, help="compare these numbers of symmetric views (comma-separated) "
+                    "with the default sampler instead of the sampler ablation")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     model = load_model(args.model)
     smooth = float(model.card.get("calibration", {}).get("smooth_voxels", 1.5))
     stacks = [np.moveaxis(central_slices(v, args.slices_per_volume), 2, 0) for _, v in volumes(args.data, CAL_SUBJECTS)]
+    configs = CONFIGS if args.views is None else {
+        f"{k} views": dict(steps=20, eta=1.0, every=True, views=int(k)) for k in args.views.split(",")}
     rows = []
-    for name, cfg in CONFIGS.items():
+    for name, cfg in configs.items():
         t0 = time.time()
         for accel, cf in SETTINGS:
             samples = [draw(model, ref, accel, cf, 1000 * i + int(accel), cfg, args.samples)
@@ -116,7 +125,7 @@ def main() -> None:
     text = (f"model {model.name}; calibration subjects {CAL_SUBJECTS} (T1 + FLAIR, {args.slices_per_volume} slices "
             f"per volume), {args.samples} samples\n" + table.to_string() + "\n")
     args.out.mkdir(exist_ok=True)
-    (args.out / "recon_uncertainty_ablation.txt").write_text(text)
+    (args.out / f"recon_uncertainty_{'ablation' if args.views is None else 'views'}.txt").write_text(text)
     print(text)
 
 

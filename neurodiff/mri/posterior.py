@@ -38,31 +38,57 @@ class Posterior:
     samples: torch.Tensor | None
 
 
-def sample_views(n_samples: int, transpose: bool) -> list[tuple[bool, int]]:
-    """``[(transposed, count), ...]``: how :func:`sample_posterior` splits ``n_samples`` between the slice as given
-    and, with ``transpose``, the transposed slice (half of them, rounded down)."""
-    if not transpose or n_samples < 2:
-        return [(False, n_samples)]
-    return [(False, n_samples - n_samples // 2), (True, n_samples // 2)]
+# Symmetries of a slice's reconstruction problem, (transpose, flip H, flip W), in the order samples are spread
+# over them: as given, transposed, rotated by 180 degrees, anti-transposed (the first 2 and 4 are subgroups),
+# then the four single flips.
+SYMMETRIES = ((False, False, False), (True, False, False), (False, True, True), (True, True, True),
+              (False, True, False), (True, True, False), (False, False, True), (True, False, True))
+
+
+def sample_views(n_samples: int, views: int) -> list[tuple[tuple[bool, bool, bool], int]]:
+    """``[(symmetry, count), ...]``: how :func:`sample_posterior` spreads ``n_samples`` over the first ``views``
+    :data:`SYMMETRIES` (at most one view per sample; earlier views take the remainder)."""
+    k = max(1, min(views, n_samples, len(SYMMETRIES)))
+    return [(SYMMETRIES[i], n_samples // k + (i < n_samples % k)) for i in range(k)]
+
+
+def _centred_flip(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mirror ``x`` about the centre voxel ``n // 2`` of ``dim`` (index ``i -> 2 (n // 2) - i`` modulo ``n``): the
+    flip that commutes with the centred FFT, so a flipped image has the flipped k-space and mask. Its own
+    inverse."""
+    n = x.shape[dim]
+    return torch.roll(torch.flip(x, (dim,)), 1 - n % 2, dim)
 
 
 @dataclass
 class _View:
-    """``n`` samples of ``S`` slices ``(H, W)`` as the network sees them: scaled, possibly transposed, padded."""
+    """``n`` samples of ``S`` slices ``(H, W)`` as the network sees them: scaled, mirrored and/or transposed
+    (``symmetry``, one of :data:`SYMMETRIES`), padded."""
 
-    transposed: bool
+    symmetry: tuple[bool, bool, bool]
     n: int
     shape: tuple[int, int]  # (H, W) of the view, before padding
     pads: tuple
     scale: torch.Tensor  # (S, 1, 1)
 
+    def _flip(self, x: torch.Tensor) -> torch.Tensor:
+        for dim, on in ((-2, self.symmetry[1]), (-1, self.symmetry[2])):
+            x = _centred_flip(x, dim) if on else x
+        return x
+
     def orient(self, x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(-2, -1) if self.transposed else x  # its own inverse
+        """Slice orientation -> the view's."""
+        x = self._flip(x)
+        return x.transpose(-2, -1) if self.symmetry[0] else x
+
+    def unorient(self, x: torch.Tensor) -> torch.Tensor:
+        """The view's orientation -> the slice's (inverse of :meth:`orient`)."""
+        return self._flip(x.transpose(-2, -1) if self.symmetry[0] else x)
 
     def to_image(self, x0: torch.Tensor) -> torch.Tensor:
         """Network output ``(n S, 2, H', W')`` -> complex ``(n, S, H, W)`` in the data's units and orientation."""
         x = crop(channels_to_complex(x0), self.pads).reshape(self.n, -1, *self.shape)
-        return self.orient(x) * self.scale
+        return self.unorient(x) * self.scale
 
     def to_net(self, x: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`to_image`."""
@@ -81,7 +107,7 @@ def sample_posterior(
     eta: float = 1.0,
     multiple: int = 8,
     canvas: tuple[int, int] = (0, 0),
-    transpose: bool = False,
+    views: int = 1,
     keep_samples: bool = False,
     generator: torch.Generator | None = None,
     callback: Callable[[int], None] | None = None,
@@ -108,12 +134,13 @@ def sample_posterior(
     canvas
         Minimum padded size ``(H, W)``: the training canvas, so that a small field of view sits in the same
         zero frame as the training slices did.
-    transpose
-        Draw half of the samples (:func:`sample_views`) on the transposed problem: the network sees the
-        transposed zero-filled image and mask (an exact symmetry of the reconstruction problem, which the
-        network has only learned approximately), so that part of its orientation-dependent error shows in the
-        spread; data consistency and the returned samples stay in the slice's own orientation. Both views run
-        as one network batch when their padded shapes agree (square canvas), else as two.
+    views
+        Spread the samples over this many :data:`SYMMETRIES` of the problem (:func:`sample_views`; 2: half of
+        them on the transposed slice, 8: the whole dihedral group): the network sees the transformed zero-filled
+        image and mask (exact symmetries of the reconstruction problem, which the network has only learned
+        approximately), so that part of its orientation-dependent error shows in the spread; data consistency and
+        the returned samples stay in the slice's own orientation. Views whose padded shapes agree (square canvas)
+        run as one network batch.
     callback
         Called with the number of network evaluations done so far.
     """
@@ -121,15 +148,12 @@ def sample_posterior(
     zf, mask = zf.to(dev), mask.to(dev)
     s, h, w = zf.shape
     scale = slice_scale(zf)[:, None, None]  # (S, 1, 1)
-    batches: list[list[tuple[_View, torch.Tensor]]] = []  # views with the same padded shape share a batch
-    for transposed, n in sample_views(n_samples, transpose):
-        vh, vw = (w, h) if transposed else (h, w)
-        view = _View(transposed, n, (vh, vw), padding((vh, vw), _network_shape((vh, vw), canvas, multiple)), scale)
+    batches: dict[tuple[int, int], list[tuple[_View, torch.Tensor]]] = {}  # views of one padded shape: a batch
+    for symmetry, n in sample_views(n_samples, views):
+        vh, vw = (w, h) if symmetry[0] else (h, w)
+        view = _View(symmetry, n, (vh, vw), padding((vh, vw), _network_shape((vh, vw), canvas, multiple)), scale)
         cond = condition(pad(view.orient(zf) / scale, view.pads), pad(view.orient(mask).float(), view.pads))
-        if batches and batches[-1][0][1].shape[-2:] == cond.shape[-2:]:
-            batches[-1].append((view, cond))
-        else:
-            batches.append([(view, cond)])
+        batches.setdefault(tuple(cond.shape[-2:]), []).append((view, cond))
     n_done, calls = 0, 0
     mean = torch.zeros_like(zf)
     mag_mean = torch.zeros(zf.shape, dtype=torch.float32, device=dev)
@@ -142,7 +166,7 @@ def sample_posterior(
         if callback is not None:
             callback(calls)
 
-    for batch in batches:
+    for batch in batches.values():
         views = [v for v, _ in batch]
 
         def to_image(x0: torch.Tensor, views: list[_View] = views) -> torch.Tensor:  # -> (N', S, H, W)
@@ -176,12 +200,12 @@ def _network_shape(shape: tuple[int, int], canvas: tuple[int, int], multiple: in
     return padded_shape((max(shape[0], canvas[0]), max(shape[1], canvas[1])), multiple)
 
 
-def network_batches(shape: tuple[int, int], n_samples: int, transpose: bool, multiple: int,
+def network_batches(shape: tuple[int, int], n_samples: int, views: int, multiple: int,
                     canvas: tuple[int, int]) -> int:
-    """Number of network batches :func:`sample_posterior` runs per group of slices ``(H, W)``: 2 when the
-    transposed view pads to another shape, else 1."""
-    return len({_network_shape(shape[::-1] if t else shape, canvas, multiple)
-                for t, _ in sample_views(n_samples, transpose)})
+    """Number of network batches :func:`sample_posterior` runs per group of slices ``(H, W)``: 2 when transposed
+    views pad to another shape, else 1."""
+    return len({_network_shape(shape[::-1] if sym[0] else shape, canvas, multiple)
+                for sym, _ in sample_views(n_samples, views)})
 
 
 def sample_posterior_slices(
@@ -203,7 +227,7 @@ def sample_posterior_slices(
     :func:`sample_posterior`.
     """
     s_total = zf.shape[0]
-    batches = network_batches(tuple(zf.shape[-2:]), kwargs.get("n_samples", 8), kwargs.get("transpose", False),
+    batches = network_batches(tuple(zf.shape[-2:]), kwargs.get("n_samples", 8), kwargs.get("views", 1),
                               kwargs.get("multiple", 8), kwargs.get("canvas", (0, 0)))
     total = steps * batches * -(-s_total // group)
     parts = []

@@ -280,7 +280,7 @@ def reconstruct(
     samples: int = 8,
     steps: int = 20,
     eta: float = 1.0,
-    transpose: bool = True,
+    views: int = 8,
     dc_weight: float = math.inf,
     model: str | Path | Model = DEFAULT_MODEL,
     device: str = "auto",
@@ -312,9 +312,10 @@ def reconstruct(
         ``"A:B"`` subset of slices (outputs cover only these; the affine is shifted to match).
     samples, steps, eta
         Number of posterior samples (drawn as one batch per group of slices), DDIM steps and stochasticity.
-    transpose
-        Draw half of the samples on the transposed slices (:func:`~neurodiff.mri.posterior.sample_posterior`),
-        as the shipped calibration was fitted.
+    views
+        Spread the samples over this many symmetries of each slice (:func:`~neurodiff.mri.posterior.sample_posterior`;
+        8, one sample on each mirror image and rotation of the slice, as the shipped calibration was fitted; 2:
+        half of them on the transposed slice; 1: all on the slice as given).
     dc_weight
         Data-consistency weight on measured k-space (single coil): ``inf`` replaces it by the data (noiseless
         data), a finite ``w`` blends ``(F x + w y) / (1 + w)`` for noisy data. Multi-coil data use conjugate
@@ -370,7 +371,7 @@ def reconstruct(
         post = sample_posterior_slices(
             m.denoiser.to(dev), prob.zf, torch.from_numpy(prob.mask), prob.project_for,
             group=prob.group or batch_slices or slices_per_batch(work, dev), final_for=prob.final_for,
-            progress=progress, n_samples=samples, transpose=transpose,
+            progress=progress, n_samples=samples, views=views,
             steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]), canvas=canvas,
             keep_samples=save_samples, generator=torch.Generator(device=dev).manual_seed(seed),
         )
@@ -408,7 +409,8 @@ def reconstruct(
                   mask_type=mask_type if drawn else None, center_fraction=center_fraction if drawn else None,
                   mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
-                  transposed_samples=dict(sample_views(samples, transpose)).get(True, 0) if sampler == "ddim" else 0,
+                  sample_views=[["".join(c for c, on in zip("THW", sym) if on) or "as given", n]
+                                for sym, n in sample_views(samples, views)] if sampler == "ddim" else [],
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
                   uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,

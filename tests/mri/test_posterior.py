@@ -17,16 +17,31 @@ def test_calibrated_std_scale_and_smoothing():
     assert (out[:, :, :] >= 0).all() and out.shape == spike.shape
 
 
-def test_transposed_half_sees_the_transposed_slice_and_stays_data_consistent():
-    """With ``transpose`` half of the samples are drawn on the transposed slice (the network sees (W, H) inputs),
-    and every returned sample is in the slice's own orientation and keeps the measured k-space."""
+def test_centred_flip_commutes_with_the_centred_fft():
+    """Mirroring about the centre voxel is an exact symmetry of undersampling: the flipped image's k-space is the
+    flipped k-space (even and odd sizes)."""
+    from neurodiff.mri import fft2c
+    from neurodiff.mri.posterior import _centred_flip
+
+    x = torch.randn(2, 9, 8, dtype=torch.complex64)
+    for dim in (-2, -1):
+        torch.testing.assert_close(fft2c(_centred_flip(x, dim)), _centred_flip(fft2c(x), dim), rtol=0, atol=1e-5)
+        torch.testing.assert_close(_centred_flip(_centred_flip(x, dim), dim), x)
+
+
+def test_symmetric_views_see_the_transformed_slice_and_stay_data_consistent():
+    """With ``views=2`` half of the samples are drawn on the transposed slice (the network sees (W, H) inputs),
+    with ``views=8`` one on each symmetry of the slice; every returned sample is in the slice's own orientation
+    and keeps the measured k-space."""
     from neurodiff.mri import fft2c, ifft2c, sampling_mask
     from neurodiff.mri.consistency import soft_project
-    from neurodiff.mri.posterior import sample_posterior, sample_views
+    from neurodiff.mri.posterior import SYMMETRIES, sample_posterior, sample_views
     from neurodiff.weights import build_denoiser
 
-    assert sample_views(8, True) == [(False, 4), (True, 4)] and sample_views(3, True) == [(False, 2), (True, 1)]
-    assert sample_views(1, True) == [(False, 1)] and sample_views(8, False) == [(False, 8)]
+    plain, transposed = SYMMETRIES[:2]
+    assert sample_views(8, 2) == [(plain, 4), (transposed, 4)] and sample_views(3, 2) == [(plain, 2), (transposed, 1)]
+    assert sample_views(1, 2) == [(plain, 1)] and sample_views(8, 1) == [(plain, 8)]
+    assert sample_views(8, 8) == [(sym, 1) for sym in SYMMETRIES] and len(set(SYMMETRIES)) == 8
     card = {"architecture": dict(size="tiny", in_channels=5, out_channels=2, residual_channels=[2, 3]),
             "schedule": {"name": "cosine", "steps": 1000}, "prediction": "x0"}
     torch.manual_seed(0)
@@ -38,7 +53,7 @@ def test_transposed_half_sees_the_transposed_slice_and_stays_data_consistent():
     mask = torch.from_numpy(sampling_mask((24, 16), 3, 0.2, seed=0))
     y = fft2c(image) * mask
     post = sample_posterior(denoiser, ifft2c(y), mask, lambda z: soft_project(z, y, mask, float("inf")),
-                            n_samples=3, steps=2, transpose=True, keep_samples=True, generator=g)
+                            n_samples=3, steps=2, views=2, keep_samples=True, generator=g)
     assert set(shapes) == {(24, 16), (16, 24)} and shapes.count((16, 24)) == 2  # 2 steps on the transposed view
     assert post.samples.shape == (3, 2, 24, 16)
     k = fft2c(post.samples)
@@ -49,6 +64,33 @@ def test_transposed_half_sees_the_transposed_slice_and_stays_data_consistent():
     mask = torch.from_numpy(sampling_mask((16, 16), 3, 0.2, seed=0))
     y = fft2c(sq) * mask
     post = sample_posterior(denoiser, ifft2c(y), mask, lambda z: soft_project(z, y, mask, float("inf")),
-                            n_samples=3, steps=2, transpose=True, keep_samples=True, generator=g)
+                            n_samples=3, steps=2, views=2, keep_samples=True, generator=g)
     k = fft2c(post.samples)[..., mask]
     assert shapes == [(16, 16)] * 2 and torch.allclose(k, y[None][..., mask].expand_as(k), atol=1e-4)
+    shapes.clear()  # every symmetry: the four transposed ones in a batch of their own
+    mask = torch.from_numpy(sampling_mask((24, 16), 3, 0.2, seed=1))
+    y = fft2c(image) * mask
+    post = sample_posterior(denoiser, ifft2c(y), mask, lambda z: soft_project(z, y, mask, float("inf")),
+                            n_samples=8, steps=1, views=8, keep_samples=True, generator=g)
+    assert sorted(shapes) == [(16, 24), (24, 16)] and post.samples.shape == (8, 2, 24, 16)
+    k = fft2c(post.samples)[..., mask]
+    assert torch.allclose(k, y[None][..., mask].expand_as(k), atol=1e-4)
+
+
+def test_every_view_is_an_exact_symmetry_of_undersampling():
+    """For each symmetry, the view of the zero-filled image is the zero-filled image of the view's k-space and
+    mask, and the view's round trip (to the network's channels and back) is the identity."""
+    from neurodiff.mri import fft2c, ifft2c, sampling_mask
+    from neurodiff.mri.posterior import SYMMETRIES, _View
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 10, 7, dtype=torch.complex64, generator=g)
+    mask = torch.from_numpy(sampling_mask((10, 7), 2, 0.2, seed=0))
+    scale = torch.full((2, 1, 1), 2.0)
+    for sym in SYMMETRIES:
+        shape = (7, 10) if sym[0] else (10, 7)
+        view = _View(sym, 1, shape, (0, 0, 0, 0), scale)
+        k = view.orient(fft2c(x))  # the view's k-space: the transformed data, sampled by the transformed mask
+        torch.testing.assert_close(view.orient(ifft2c(fft2c(x) * mask)), ifft2c(k * view.orient(mask)),
+                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(view.to_image(view.to_net(x)), x, rtol=0, atol=1e-6)
