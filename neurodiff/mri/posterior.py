@@ -38,18 +38,21 @@ class Posterior:
     samples: torch.Tensor | None
 
 
-# Symmetries of a slice's reconstruction problem, (transpose, flip H, flip W), in the order samples are spread
-# over them: as given, transposed, rotated by 180 degrees, anti-transposed (the first 2 and 4 are subgroups),
-# then the four single flips.
-SYMMETRIES = ((False, False, False), (True, False, False), (False, True, True), (True, True, True),
-              (False, True, False), (True, True, False), (False, False, True), (True, False, True))
+# Symmetries of a slice's reconstruction problem by name: (transpose, flip axis 0, flip axis 1), in the order
+# samples are spread over them (the first 2 and 4 are subgroups). Flips mirror about the centre voxel.
+SYMMETRIES = {
+    "as given": (False, False, False), "transposed": (True, False, False),
+    "rotated 180": (False, True, True), "anti-transposed": (True, True, True),
+    "flipped axis 0": (False, True, False), "flipped axis 0, transposed": (True, True, False),
+    "flipped axis 1": (False, False, True), "flipped axis 1, transposed": (True, False, True),
+}
 
 
-def sample_views(n_samples: int, views: int) -> list[tuple[tuple[bool, bool, bool], int]]:
-    """``[(symmetry, count), ...]``: how :func:`sample_posterior` spreads ``n_samples`` over the first ``views``
-    :data:`SYMMETRIES` (at most one view per sample; earlier views take the remainder)."""
+def sample_views(n_samples: int, views: int) -> list[tuple[str, int]]:
+    """``[(symmetry name, count), ...]``: how :func:`sample_posterior` spreads ``n_samples`` over the first
+    ``views`` :data:`SYMMETRIES` (at most one view per sample; earlier views take the remainder)."""
     k = max(1, min(views, n_samples, len(SYMMETRIES)))
-    return [(SYMMETRIES[i], n_samples // k + (i < n_samples % k)) for i in range(k)]
+    return [(name, n_samples // k + (i < n_samples % k)) for i, name in enumerate(list(SYMMETRIES)[:k])]
 
 
 def _centred_flip(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -63,7 +66,7 @@ def _centred_flip(x: torch.Tensor, dim: int) -> torch.Tensor:
 @dataclass
 class _View:
     """``n`` samples of ``S`` slices ``(H, W)`` as the network sees them: scaled, mirrored and/or transposed
-    (``symmetry``, one of :data:`SYMMETRIES`), padded."""
+    (``symmetry``, a value of :data:`SYMMETRIES`), padded."""
 
     symmetry: tuple[bool, bool, bool]
     n: int
@@ -149,7 +152,8 @@ def sample_posterior(
     s, h, w = zf.shape
     scale = slice_scale(zf)[:, None, None]  # (S, 1, 1)
     batches: dict[tuple[int, int], list[tuple[_View, torch.Tensor]]] = {}  # views of one padded shape: a batch
-    for symmetry, n in sample_views(n_samples, views):
+    for name, n in sample_views(n_samples, views):
+        symmetry = SYMMETRIES[name]
         vh, vw = (w, h) if symmetry[0] else (h, w)
         view = _View(symmetry, n, (vh, vw), padding((vh, vw), _network_shape((vh, vw), canvas, multiple)), scale)
         cond = condition(pad(view.orient(zf) / scale, view.pads), pad(view.orient(mask).float(), view.pads))
@@ -204,8 +208,8 @@ def network_batches(shape: tuple[int, int], n_samples: int, views: int, multiple
                     canvas: tuple[int, int]) -> int:
     """Number of network batches :func:`sample_posterior` runs per group of slices ``(H, W)``: 2 when transposed
     views pad to another shape, else 1."""
-    return len({_network_shape(shape[::-1] if sym[0] else shape, canvas, multiple)
-                for sym, _ in sample_views(n_samples, views)})
+    return len({_network_shape(shape[::-1] if SYMMETRIES[name][0] else shape, canvas, multiple)
+                for name, _ in sample_views(n_samples, views)})
 
 
 def sample_posterior_slices(

@@ -409,8 +409,7 @@ def reconstruct(
                   mask_type=mask_type if drawn else None, center_fraction=center_fraction if drawn else None,
                   mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
-                  sample_views=[["".join(c for c, on in zip("THW", sym) if on) or "as given", n]
-                                for sym, n in sample_views(samples, views)] if sampler == "ddim" else [],
+                  sample_views=dict(sample_views(samples, views)) if sampler == "ddim" else {},
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
                   uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,
