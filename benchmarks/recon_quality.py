@@ -241,7 +241,7 @@ def main() -> None:
         if card_path is not None:
             card = json.loads(card_path.read_text())
             card["calibration"] = {
-                "std_scale": round(scale, 4), "smooth_voxels": smooth, "views": args.views,
+                "std_scale": round(scale, 4), "smooth_voxels": smooth,
                 "fitted_on": f"NiChart Subj{CAL_SUBJECTS}, T1+FLAIR, 4x and 8x random masks, {args.samples} samples "
                              f"spread over {args.views} symmetric views, {args.steps} steps, eta {args.eta}",
                 "target": "90% central interval covers 90% of object voxels"}
