@@ -1,9 +1,12 @@
-"""Train the shipped reconstruction model (``neurodiff/models/recon-t1-flair-tiny``) on NiChart T1 + FLAIR.
+"""Train the shipped reconstruction models on NiChart T1 + FLAIR: the conditional model
+(``neurodiff/models/recon-t1-flair-tiny``, ``--kind recon``) and the unconditional prior for prior-only sampling
+(``neurodiff/models/recon-prior-t1-flair-tiny``, ``--kind recon-prior``).
 
 Subjects 1-12 train; 13-14 are kept for calibration/validation and 15-16 for the test benchmark
 (``benchmarks/recon_quality.py``); Colin27 (the shipped example) is never used for training.
 
     python benchmarks/train_recon.py ../shared/data --steps 3000 --out runs/recon-t1-flair-tiny
+    python benchmarks/train_recon.py ../shared/data --kind recon-prior --steps 3000 --out runs/recon-prior-t1-flair-tiny
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def training_files(data: Path) -> list[Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="the shared data folder (with mri/nichart)")
+    ap.add_argument("--kind", choices=("recon", "recon-prior"), default="recon")
     ap.add_argument("--out", type=Path, default=Path("runs/recon-t1-flair-tiny"))
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -41,7 +45,7 @@ def main() -> None:
                   TimeRemainingColumn()) as bar:
         task = bar.add_task("train", total=a.steps, loss=float("nan"))
         res = train(
-            "recon", training_files(a.data), a.out, net_size=a.net, steps=a.steps, batch_size=a.batch_size,
+            a.kind, training_files(a.data), a.out, net_size=a.net, steps=a.steps, batch_size=a.batch_size,
             lr=a.lr, device=a.device, resume=a.resume, name=a.out.name,
             data_note="NiChart demo T1 + FLAIR, Subj1-12 (2 mm, real, magnitude; k-space simulated)",
             callback=lambda s: bar.update(task, completed=s.step, loss=s.losses[-1]),

@@ -147,14 +147,17 @@ def recon(
     eta: float = typer.Option(1.0, help="Sampler stochasticity (1 = ancestral, keeps the posterior spread)."),
     dc_weight: float = typer.Option(float("inf"), help="Data-consistency weight: inf keeps measured k-space exactly "
                                     "(noiseless data); a finite value blends model and data for noisy data."),
-    model: str = typer.Option("recon-t1-flair-tiny", help="Shipped model name or path to NAME.json/.safetensors."),
+    model: str = typer.Option("recon-t1-flair-tiny", help="Shipped model name or path to NAME.json/.safetensors: "
+                              "a conditional model (recon-t1-flair-tiny), or an unconditional prior for prior-only "
+                              "sampling, where the data enter only through data consistency "
+                              "(recon-prior-t1-flair-tiny)."),
     device: Device = typer.Option(Device.auto, help="Compute device."),
     seed: int = typer.Option(0, help="Seed of the mask and the sampler: same seed, same output."),
     save_samples: bool = typer.Option(False, "--save-samples", help="Also write the samples as a 4D NIfTI."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
-    """Reconstruct an MRI scan from undersampled k-space with a conditional diffusion model.
+    """Reconstruct an MRI scan from undersampled k-space with a diffusion model and data consistency.
 
     Writes <stem>_desc-recon (posterior mean), _desc-uncertainty (posterior std), _desc-zerofilled, _desc-mask
     (k-space sampling mask) as NIfTI with the input's geometry and units, and _desc-recon.json with parameters,
@@ -199,8 +202,10 @@ def recon(
 @app.command()
 @handled
 def train(
-    kind: str = typer.Argument(..., help="recon (k-space reconstruction model), image (unconditional slices) or "
-                               "anomaly (healthy brain slices at 2 mm, for `neurodiff anomaly`)."),
+    kind: str = typer.Argument(..., help="recon (k-space reconstruction model, conditioned on simulated "
+                               "undersampling), recon-prior (unconditional prior of complex slices, for prior-only "
+                               "reconstruction), image (unconditional slices) or anomaly (healthy brain slices at "
+                               "2 mm, for `neurodiff anomaly`)."),
     inputs: List[Path] = typer.Argument(..., help="3D NIfTI files, or folders of them."),
     cond: Optional[List[Path]] = typer.Option(None, "--cond", help="kind image: a conditioning image (e.g. a mask) "
                                               "per input file, same grid, repeated in the same order."),
@@ -224,7 +229,7 @@ def train(
 ) -> None:
     """Train a diffusion model on your own NIfTI images (2D slices along the last voxel axis).
 
-    Use the result with `neurodiff recon --model OUT` (kind recon) or, after `neurodiff anomaly calibrate`, with
+    Use the result with `neurodiff recon --model OUT` (kinds recon and recon-prior) or, after `neurodiff anomaly calibrate`, with
     `neurodiff anomaly --model` (kind anomaly). Multi-GPU: launch with `torchrun --nproc-per-node N -m
     neurodiff.cli train ...`.
     """

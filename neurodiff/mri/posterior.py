@@ -1,4 +1,5 @@
-"""Posterior sampling for undersampled MRI: a conditional diffusion model + data consistency at every step.
+"""Posterior sampling for undersampled MRI: a diffusion model (conditional, or an unconditional prior) + data
+consistency at every step.
 
 Samples are drawn as one batch (samples x slices); the mean and spread are accumulated online (Welford).
 """
@@ -111,6 +112,7 @@ def sample_posterior(
     multiple: int = 8,
     canvas: tuple[int, int] = (0, 0),
     views: int = 1,
+    conditioned: bool = True,
     keep_samples: bool = False,
     generator: torch.Generator | None = None,
     callback: Callable[[int], None] | None = None,
@@ -144,6 +146,10 @@ def sample_posterior(
         approximately), so that part of its orientation-dependent error shows in the spread; data consistency and
         the returned samples stay in the slice's own orientation. Views whose padded shapes agree (square canvas)
         run as one network batch.
+    conditioned
+        True: the denoiser is conditioned on the zero-filled image and the mask (channel concatenation); False:
+        an unconditional prior of the scaled slices, so that the measured data enter only through ``project``
+        (prior-only posterior sampling).
     callback
         Called with the number of network evaluations done so far.
     """
@@ -155,9 +161,11 @@ def sample_posterior(
     for name, n in sample_views(n_samples, views):
         symmetry = SYMMETRIES[name]
         vh, vw = (w, h) if symmetry[0] else (h, w)
-        view = _View(symmetry, n, (vh, vw), padding((vh, vw), _network_shape((vh, vw), canvas, multiple)), scale)
-        cond = condition(pad(view.orient(zf) / scale, view.pads), pad(view.orient(mask).float(), view.pads))
-        batches.setdefault(tuple(cond.shape[-2:]), []).append((view, cond))
+        net_shape = _network_shape((vh, vw), canvas, multiple)
+        view = _View(symmetry, n, (vh, vw), padding((vh, vw), net_shape), scale)
+        cond = (condition(pad(view.orient(zf) / scale, view.pads), pad(view.orient(mask).float(), view.pads))
+                if conditioned else None)
+        batches.setdefault(net_shape, []).append((view, cond))
     n_done, calls = 0, 0
     mean = torch.zeros_like(zf)
     mag_mean = torch.zeros(zf.shape, dtype=torch.float32, device=dev)
@@ -170,7 +178,7 @@ def sample_posterior(
         if callback is not None:
             callback(calls)
 
-    for batch in batches.values():
+    for net_shape, batch in batches.items():
         views = [v for v, _ in batch]
 
         def to_image(x0: torch.Tensor, views: list[_View] = views) -> torch.Tensor:  # -> (N', S, H, W)
@@ -181,9 +189,9 @@ def sample_posterior(
             x = project(to_image(x0))
             return torch.cat([v.to_net(p) for v, p in zip(views, torch.split(x, [v.n for v in views]))]).to(x0)
 
-        cond = torch.cat([c.repeat(v.n, 1, 1, 1) for v, c in batch])
-        x_T = torch.randn((cond.shape[0], 2) + cond.shape[-2:], generator=generator, device=dev)
-        out = sample_ddim(denoiser, x_T, steps, cond=Cond(image=cond), eta=eta, consistency=consistency,
+        cond = Cond(image=torch.cat([c.repeat(v.n, 1, 1, 1) for v, c in batch])) if conditioned else None
+        x_T = torch.randn((sum(v.n for v in views) * s, 2) + net_shape, generator=generator, device=dev)
+        out = sample_ddim(denoiser, x_T, steps, cond=cond, eta=eta, consistency=consistency,
                           generator=generator, callback=count)
         x = (final or project)(to_image(out))
         for xi in x:  # Welford

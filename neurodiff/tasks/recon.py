@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..io import ImageRecord, load_image, negative_offset
 from ..io.bids import split_extension
 from ..mri import (
@@ -35,6 +35,8 @@ from ..weights import Model, load_model
 from .common import resolve_device
 
 DEFAULT_MODEL = "recon-t1-flair-tiny"
+# card tasks of reconstruction models: conditioned on the zero-filled image and mask, or an unconditional prior
+RECON_TASKS = ("recon", "recon-prior")
 KSPACE_EXTENSIONS = (".dat", ".h5", ".cfl", ".hdr")
 Progress = Callable[[int, int], None]  # (done, total) network evaluations
 # Multi-coil data consistency: CG iterations per sampling step, and the relative error of x0-hat that sets the
@@ -289,7 +291,7 @@ def reconstruct(
     batch_slices: int | None = None,
     progress: Progress | None = None,
 ) -> ReconResult:
-    """Reconstruct an image from undersampled k-space with a conditional diffusion model.
+    """Reconstruct an image from undersampled k-space with a diffusion model and data consistency at every step.
 
     Parameters
     ----------
@@ -321,7 +323,8 @@ def reconstruct(
         data), a finite ``w`` blends ``(F x + w y) / (1 + w)`` for noisy data. Multi-coil data use conjugate
         gradients damped by the noise level read from the k-space corners (:func:`~neurodiff.mri.snr_damping`).
     model
-        Shipped model name, a user model path, or a loaded :class:`~neurodiff.weights.Model`.
+        Shipped model name, a user model path, or a loaded :class:`~neurodiff.weights.Model`: a conditional model
+        (card task ``recon``) or an unconditional prior (``recon-prior``: prior-only sampling).
     batch_slices
         Slices per network batch (each with ``samples`` samples); default: one slice of 128 x 128 on a CPU,
         128 on a GPU, fewer for larger slices.
@@ -364,6 +367,9 @@ def reconstruct(
     else:
         dev = resolve_device(device)
         m = model if isinstance(model, Model) else load_model(model, dev)
+        if m.card.get("task") not in RECON_TASKS:
+            raise ModelError(f"model {m.name} is a {m.card.get('task')} model, not a reconstruction model "
+                             f"(its card's task must be one of {', '.join(RECON_TASKS)})")
         cal = m.card.get("calibration", {})
         std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
         canvas = tuple(m.card.get("training", {}).get("image_size", (0, 0)))
@@ -374,8 +380,10 @@ def reconstruct(
             progress=progress, n_samples=samples, views=views,
             steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]), canvas=canvas,
             keep_samples=save_samples, generator=torch.Generator(device=dev).manual_seed(seed),
+            conditioned=m.card["task"] == "recon",
         )
-        sampler, model_name, version = "ddim", m.name, m.card.get("version")
+        sampler = "ddim" if m.card["task"] == "recon" else "ddim, prior-only"
+        model_name, version = m.name, m.card.get("version")
     mean = post.mean.numpy()
     mag = np.abs(mean) if prob.final_for is not None else post.mag_mean.numpy()  # (perturbed samples: unbiased)
     mag = mag + prob.offset  # back to the input's intensities (0 unless a real image was shifted)
@@ -409,7 +417,7 @@ def reconstruct(
                   mask_type=mask_type if drawn else None, center_fraction=center_fraction if drawn else None,
                   mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
-                  sample_views=dict(sample_views(samples, views)) if sampler == "ddim" else {},
+                  sample_views=dict(sample_views(samples, views)) if sampler != "none" else {},
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
                   uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,
@@ -462,8 +470,9 @@ def write(result: ReconResult, src: Path, paths: dict[str, Path], tmp: Callable[
             save_like(a, result.record, tmp(path), dtype=np.uint8 if key == "mask" else None)
     _figure(result, tmp(paths["figure"]))
     write_sidecar(tmp(paths["sidecar"]), {
-        "Description": "Posterior-mean MRI reconstruction by a conditional diffusion model with k-space data "
-                       "consistency; the uncertainty map is the per-voxel posterior standard deviation.",
+        "Description": "Posterior-mean MRI reconstruction by a diffusion model (conditional, or a prior when the "
+                       "sampler says prior-only) with k-space data consistency; the uncertainty map is the per-voxel "
+                       "posterior standard deviation.",
         "Sources": [str(src)],
         "GeneratedBy": [{"Name": "neurodiff", "Version": __import__("neurodiff").__version__}],
         "Model": result.params["model"],

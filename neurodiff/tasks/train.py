@@ -1,6 +1,7 @@
 """Train a model from NIfTI files: ``kind="recon"`` (k-space reconstruction model, conditioned on simulated
-undersampling), ``kind="image"`` (unconditional model of slices) or ``kind="anomaly"`` (unconditional model of
-healthy brain slices on a fixed voxel grid, known lesions left out of the loss)."""
+undersampling), ``kind="recon-prior"`` (unconditional model of complex slices in the reconstruction's units, for
+prior-only posterior sampling), ``kind="image"`` (unconditional model of slices) or ``kind="anomaly"``
+(unconditional model of healthy brain slices on a fixed voxel grid, known lesions left out of the loss)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..io import load_image, load_nifti
 from ..nets import divisor
 from ..weights import build_denoiser, save_model
 
-KINDS = ("recon", "image", "anomaly")
+KINDS = ("recon", "recon-prior", "image", "anomaly")
 
 
 @dataclass
@@ -143,16 +144,23 @@ def train(
         norm = {"method": "resampled to voxel_mm (RAS+), divided by the median inside the brain, minus 1; "
                 "-1 outside the brain; axial slices centred on the brain on a canvas",
                 "voxel_mm": voxel_mm, "canvas": list(image_size), "contrast": contrast}
-    elif kind == "recon":
+    elif kind in ("recon", "recon-prior"):
         from ..mri.recon_data import foreground_slices, recon_batches
 
         slices = [s for p in inputs for s in foreground_slices(load_image(p, ndim=(3,))[0])]
         batches = recon_batches(slices, batch_size=batch_size, size=image_size, seed=seed, device=device)
-        arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=5,
-                    out_channels=2, residual_channels=[2, 3])
-        prediction = "x0"
         norm = {"method": "per-slice: divide by the 99.5th percentile of the zero-filled magnitude",
                 "channels": ["real", "imaginary"], "condition": ["zero-filled real", "zero-filled imaginary", "mask"]}
+        if kind == "recon":
+            arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=5,
+                        out_channels=2, residual_channels=[2, 3])
+            prediction = "x0"
+        else:  # the same simulated slices and scaling, without the condition
+            batches = (Batch(b.x0, None) for b in batches)
+            arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=2,
+                        out_channels=2)
+            prediction = "v"
+            norm["condition"] = None
     else:
         batches = _image_batches(slices, batch_size, seed, device)
         n_cond = slices[0].shape[0] - 1 if slices else 0

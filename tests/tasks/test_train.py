@@ -48,3 +48,38 @@ def test_train_recon_model_and_use_it(tmp_path):
                                    "--samples", "2", "--out-dir", str(tmp_path / "o"), "-q"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "colin27_crop_desc-recon.nii.gz").exists()
+
+
+def test_train_recon_prior_and_reconstruct_prior_only(tmp_path):
+    """A ``recon-prior`` model is unconditional (2 channels in, no condition); `neurodiff recon --model` with it samples
+    prior-only, and its samples keep the measured k-space. A model of another task is refused in one line."""
+    from neurodiff.mri import fft2c, ifft2c, sampling_mask
+    from neurodiff.mri.consistency import soft_project
+    from neurodiff.mri.posterior import sample_posterior
+    from neurodiff.tasks.recon import reconstruct
+
+    src = DATA / "io" / "colin27_crop.nii.gz"
+    out = tmp_path / "p"
+    res = CliRunner().invoke(app, ["train", "recon-prior", str(src), "--out", str(out), "--steps", "2", "--size", "32",
+                                   "--batch-size", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["task"] == "recon-prior" and card["architecture"]["in_channels"] == 2
+    assert card["normalisation"]["condition"] is None
+    model = load_model(out.with_suffix(".json"))
+    shapes = []
+    model.denoiser.net.register_forward_hook(lambda mod, args, out: shapes.append(tuple(args[0].shape[1:])))
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 24, 16, generator=g).to(torch.complex64)
+    mask = torch.from_numpy(sampling_mask((24, 16), 3, 0.2, seed=0))
+    y = fft2c(image) * mask
+    post = sample_posterior(model.denoiser, ifft2c(y), mask, lambda z: soft_project(z, y, mask, float("inf")),
+                            n_samples=4, steps=2, views=4, conditioned=False, keep_samples=True, generator=g)
+    assert set(shapes) == {(2, 24, 16), (2, 16, 24)}  # the network sees only the image channels
+    k = fft2c(post.samples)[..., mask]
+    assert post.samples.shape == (4, 2, 24, 16) and torch.allclose(k, y[None][..., mask].expand_as(k), atol=1e-4)
+    r = reconstruct(src, model=out.with_suffix(".json"), steps=2, samples=2, slices="8:10")
+    assert r.params["sampler"] == "ddim, prior-only" and r.recon.shape == (20, 24, 2)
+    assert np.isfinite(r.recon).all() and (r.uncertainty >= 0).all() and r.uncertainty.max() > 0
+    res = CliRunner().invoke(app, ["recon", str(src), "--model", "anomaly-t1-tiny", "--out-dir", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "not a reconstruction model" in res.stderr
