@@ -18,7 +18,17 @@ Masks: 4x and 8x random 1D lines (centre 8% / 4%: inside the conditional model's
 lines (centre 4%) and 16x Poisson-disc (centre 4%), both beyond its range of 2-10x. PSNR / SSIM over the canvas
 (each slice's own range), 90% coverage and Spearman over the brain, raw spread (no calibration for either).
 
+``--grid native --prior MODEL`` compares the two reconstruction models the way ``neurodiff recon`` runs them, on the
+scans' own grids (2 mm, 91 x 109 slices in their zero frame, no brain mask): the conditional `recon-t1-flair-tiny`
+against a prior-only model (kind ``recon-prior``: an unconditional model of the same simulated, scaled complex
+slices), both with 8 samples over the 8 symmetric views, 20 DDIM steps, hard data consistency, raw spread (each
+card's calibration removed), and their ensemble at the same cost (half the samples from each, every view once:
+the spread then holds the two models' disagreement). Volumes: test subjects' T1 + FLAIR, and the unseen contrasts of
+``recon_quality.py --test-set contrast`` (T2-like, niivue GRE); the same masks as above.
+
     python benchmarks/recon_prior.py ../shared/data [--slices 4] [--steps 20,100] [--out benchmarks/results/recon_prior]
+    python benchmarks/recon_prior.py ../shared/data --grid native --prior recon-prior-t1-flair-tiny \
+        --out benchmarks/results/recon_prior_native
 """
 
 from __future__ import annotations
@@ -85,6 +95,54 @@ def scores(ref: np.ndarray, samples: torch.Tensor) -> dict[str, float]:
     return {"psnr": q["psnr"], "ssim": q["ssim"], "coverage90": unc["coverage90"], "spearman": unc["spearman"]}
 
 
+def native(args) -> tuple[str, pd.DataFrame]:
+    """Conditional against prior-only reconstruction on the scans' own grids (``--grid native``)."""
+    import nibabel as nib
+    from recon_quality import central_slices, unseen_contrasts, volumes
+
+    from neurodiff.mri.metrics import foreground, in_slice_spearman
+    from neurodiff.tasks.recon import reconstruct
+
+    models = {}
+    for name in ("recon-t1-flair-tiny", args.prior):
+        m = load_model(name)
+        m.card.pop("calibration", None)  # raw spread for both
+        models[f"{m.card['task']} ({m.name})"] = m
+    vols = [(n, "test subjects") for n in volumes(args.data, TEST_SUBJECTS)]
+    vols += [(n, "unseen contrasts") for n in unseen_contrasts(args.data)]
+    rows = []
+    for vi, ((name, vol), group) in enumerate(vols):
+        stack = central_slices(vol, args.slices)
+        ref = np.moveaxis(stack, 2, 0)
+        fg = foreground(ref)
+        for i, (kind, accel, cf) in enumerate(MASKS):
+            case = dict(set=group, volume=name, mask=f"{accel:g}x {kind}")
+            results = {label: reconstruct(nib.Nifti1Image(stack, np.eye(4)), accel=accel, mask_type=kind,
+                                          center_fraction=cf, seed=100 * vi + i, samples=args.samples, steps=20,
+                                          model=m, save_samples=True) for label, m in models.items()}
+            q = slice_metrics(ref, np.abs(np.moveaxis(next(iter(results.values())).zerofilled, 2, 0)))
+            rows.append({**case, "method": "zero-filled", "psnr": q["psnr"], "ssim": q["ssim"]})
+            cond, prior = (np.moveaxis(r.samples, (2, 3), (1, 0)) for r in results.values())  # (N, S, H, W) each
+            half = args.samples // 2  # the conditional's first views, the prior's last: every view once
+            mix = np.concatenate([cond[:half], prior[half:]])
+            estimates = {label: (np.moveaxis(r.recon, 2, 0), np.moveaxis(r.uncertainty, 2, 0), r.seconds)
+                         for label, r in results.items()}
+            estimates["ensemble (half the samples from each)"] = (
+                mix.mean(0), mix.std(0, ddof=1), sum(r.seconds for r in results.values()) / 2)
+            for label, (mean, std, seconds) in estimates.items():  # (the same seed: the same mask for all)
+                unc = uncertainty_metrics(ref, mean, std, fg)
+                q = slice_metrics(ref, mean)
+                rows.append({**case, "method": label, "psnr": q["psnr"], "ssim": q["ssim"],
+                             "coverage90": unc["coverage90"], "spearman": unc["spearman"],
+                             "spearman_in_slice": in_slice_spearman(ref, mean, std, fg), "seconds": seconds})
+            print(pd.DataFrame(rows[-4:]).round(3).to_string(), flush=True)
+    df = pd.DataFrame(rows)
+    cols = ["psnr", "ssim", "coverage90", "spearman", "spearman_in_slice", "seconds"]
+    table = df.groupby(["set", "mask", "method"], sort=False)[cols].mean().round(3).to_string()
+    return (f"native grids (2 mm NiChart {TEST_SUBJECTS} T1 + FLAIR; T2-like + niivue GRE), {args.slices} slices per "
+            f"volume, {args.samples} samples over 8 views, 20 steps, raw spread; mean over volumes\n{table}"), df
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path)
@@ -92,7 +150,18 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--steps", default="20,100", help="prior-only DDIM steps to try, comma-separated")
     ap.add_argument("--out", type=Path, default=None, help="write OUT.txt and OUT.csv")
+    ap.add_argument("--grid", choices=("canvas", "native"), default="canvas",
+                    help="canvas: the anomaly models' brain canvas; native: the scans' own grids with --prior")
+    ap.add_argument("--prior", default="recon-prior-t1-flair-tiny", help="--grid native: the recon-prior model")
     args = ap.parse_args()
+    if args.grid == "native":
+        text, df = native(args)
+        print(text)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.with_suffix(".txt").write_text(text + "\n")
+            df.to_csv(args.out.with_suffix(".csv"), index=False)
+        return
     recon = load_model("recon-t1-flair-tiny")
     priors = {c: load_model(p[2]) for c, p in PRIORS.items()}
     rows = []
