@@ -24,11 +24,13 @@ against a prior-only model (kind ``recon-prior``: an unconditional model of the 
 slices), both with 8 samples over the 8 symmetric views, 20 DDIM steps, hard data consistency, raw spread (each
 card's calibration removed), and their ensemble at the same cost (half the samples from each, every view once:
 the spread then holds the two models' disagreement). Volumes: test subjects' T1 + FLAIR, and the unseen contrasts of
-``recon_quality.py --test-set contrast`` (T2-like, niivue GRE); the same masks as above.
+``recon_quality.py --test-set contrast`` (T2-like, niivue GRE), ``--slices`` slices spread over 38-62% of each
+volume; the same masks as above.
 
     python benchmarks/recon_prior.py ../shared/data [--slices 4] [--steps 20,100] [--out benchmarks/results/recon_prior]
-    python benchmarks/recon_prior.py ../shared/data --grid native --prior recon-prior-t1-flair-tiny \
-        --out benchmarks/results/recon_prior_native
+    python benchmarks/train_recon.py ../shared/data --kind recon-prior --steps 2800 --out runs/recon-prior-t1-flair-tiny
+    python benchmarks/recon_prior.py ../shared/data --grid native --prior runs/recon-prior-t1-flair-tiny.json \\
+        --slices 2 --out benchmarks/results/recon_prior_native
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def native(args) -> tuple[str, pd.DataFrame]:
     vols += [(n, "unseen contrasts") for n in unseen_contrasts(args.data)]
     rows = []
     for vi, ((name, vol), group) in enumerate(vols):
-        stack = central_slices(vol, args.slices)
+        z = vol.shape[2]
+        stack = central_slices(vol[:, :, int(0.3 * z): int(0.7 * z)], args.slices)  # 38-62% of the volume
         ref = np.moveaxis(stack, 2, 0)
         fg = foreground(ref)
         for i, (kind, accel, cf) in enumerate(MASKS):
@@ -152,7 +155,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write OUT.txt and OUT.csv")
     ap.add_argument("--grid", choices=("canvas", "native"), default="canvas",
                     help="canvas: the anomaly models' brain canvas; native: the scans' own grids with --prior")
-    ap.add_argument("--prior", default="recon-prior-t1-flair-tiny", help="--grid native: the recon-prior model")
+    ap.add_argument("--prior", default="runs/recon-prior-t1-flair-tiny.json",
+                    help="--grid native: the recon-prior model (from train_recon.py --kind recon-prior)")
     args = ap.parse_args()
     if args.grid == "native":
         text, df = native(args)

@@ -1,12 +1,12 @@
-"""Train the shipped reconstruction models on NiChart T1 + FLAIR: the conditional model
-(``neurodiff/models/recon-t1-flair-tiny``, ``--kind recon``) and the unconditional prior for prior-only sampling
-(``neurodiff/models/recon-prior-t1-flair-tiny``, ``--kind recon-prior``).
+"""Train the reconstruction models on NiChart T1 + FLAIR: the shipped conditional model
+(``neurodiff/models/recon-t1-flair-tiny``, ``--kind recon``) or an unconditional prior for prior-only sampling
+(``--kind recon-prior``; not shipped: see ``recon_prior.py --grid native``).
 
 Subjects 1-12 train; 13-14 are kept for calibration/validation and 15-16 for the test benchmark
 (``benchmarks/recon_quality.py``); Colin27 (the shipped example) is never used for training.
 
     python benchmarks/train_recon.py ../shared/data --steps 3000 --out runs/recon-t1-flair-tiny
-    python benchmarks/train_recon.py ../shared/data --kind recon-prior --steps 3000 --out runs/recon-prior-t1-flair-tiny
+    python benchmarks/train_recon.py ../shared/data --kind recon-prior --steps 2800 --out runs/recon-prior-t1-flair-tiny
 """
 
 from __future__ import annotations

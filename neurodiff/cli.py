@@ -148,9 +148,9 @@ def recon(
     dc_weight: float = typer.Option(float("inf"), help="Data-consistency weight: inf keeps measured k-space exactly "
                                     "(noiseless data); a finite value blends model and data for noisy data."),
     model: str = typer.Option("recon-t1-flair-tiny", help="Shipped model name or path to NAME.json/.safetensors: "
-                              "a conditional model (recon-t1-flair-tiny), or an unconditional prior for prior-only "
-                              "sampling, where the data enter only through data consistency "
-                              "(recon-prior-t1-flair-tiny)."),
+                              "a conditional model (kind recon, e.g. the shipped recon-t1-flair-tiny), or an "
+                              "unconditional prior (kind recon-prior, from `neurodiff train recon-prior`) for "
+                              "prior-only sampling, where the data enter only through data consistency."),
     device: Device = typer.Option(Device.auto, help="Compute device."),
     seed: int = typer.Option(0, help="Seed of the mask and the sampler: same seed, same output."),
     save_samples: bool = typer.Option(False, "--save-samples", help="Also write the samples as a 4D NIfTI."),
@@ -229,8 +229,8 @@ def train(
 ) -> None:
     """Train a diffusion model on your own NIfTI images (2D slices along the last voxel axis).
 
-    Use the result with `neurodiff recon --model OUT` (kinds recon and recon-prior) or, after `neurodiff anomaly calibrate`, with
-    `neurodiff anomaly --model` (kind anomaly). Multi-GPU: launch with `torchrun --nproc-per-node N -m
+    Use the result with `neurodiff recon --model OUT` (kinds recon and recon-prior) or, after `neurodiff anomaly
+    calibrate`, with `neurodiff anomaly --model` (kind anomaly). Multi-GPU: launch with `torchrun --nproc-per-node N -m
     neurodiff.cli train ...`.
     """
     import torch
