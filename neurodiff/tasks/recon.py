@@ -368,8 +368,8 @@ def reconstruct(
         dev = resolve_device(device)
         m = model if isinstance(model, Model) else load_model(model, dev)
         if m.card.get("task") not in RECON_TASKS:
-            raise ModelError(f"model {m.name} is a {m.card.get('task')} model, not a reconstruction model "
-                             f"(its card's task must be one of {', '.join(RECON_TASKS)})")
+            raise ModelError(f"model {m.name} is not a reconstruction model (its card's task is "
+                             f"{m.card.get('task')!r}; expected one of {', '.join(RECON_TASKS)})")
         cal = m.card.get("calibration", {})
         std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
         canvas = tuple(m.card.get("training", {}).get("image_size", (0, 0)))
