@@ -99,7 +99,6 @@ def scores(ref: np.ndarray, samples: torch.Tensor) -> dict[str, float]:
 
 def native(args) -> tuple[str, pd.DataFrame]:
     """Conditional against prior-only reconstruction on the scans' own grids (``--grid native``)."""
-    import nibabel as nib
     from recon_quality import central_slices, unseen_contrasts, volumes
 
     from neurodiff.mri.metrics import foreground, in_slice_spearman
@@ -146,26 +145,8 @@ def native(args) -> tuple[str, pd.DataFrame]:
             f"volume, {args.samples} samples over 8 views, 20 steps, raw spread; mean over volumes\n{table}"), df
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", type=Path)
-    ap.add_argument("--slices", type=int, default=4, help="central slices per volume")
-    ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--steps", default="20,100", help="prior-only DDIM steps to try, comma-separated")
-    ap.add_argument("--out", type=Path, default=None, help="write OUT.txt and OUT.csv")
-    ap.add_argument("--grid", choices=("canvas", "native"), default="canvas",
-                    help="canvas: the anomaly models' brain canvas; native: the scans' own grids with --prior")
-    ap.add_argument("--prior", default="runs/recon-prior-t1-flair-tiny.json",
-                    help="--grid native: the recon-prior model (from train_recon.py --kind recon-prior)")
-    args = ap.parse_args()
-    if args.grid == "native":
-        text, df = native(args)
-        print(text)
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.with_suffix(".txt").write_text(text + "\n")
-            df.to_csv(args.out.with_suffix(".csv"), index=False)
-        return
+def canvas(args) -> tuple[str, pd.DataFrame]:
+    """Conditional against prior-only sampling with the anomaly models, on their canvas (``--grid canvas``)."""
     recon = load_model("recon-t1-flair-tiny")
     priors = {c: load_model(p[2]) for c, p in PRIORS.items()}
     rows = []
@@ -194,8 +175,23 @@ def main() -> None:
     df["method"] = df["method"].str.replace(r" \(anomaly-(t1|flair)-tiny,", " (anomaly model,", regex=True)
     table = (df.groupby(["mask", "method"], sort=False)[["psnr", "ssim", "coverage90", "spearman", "seconds"]]
              .mean().round(3).to_string())
-    text = (f"test subjects {TEST_SUBJECTS}, T1 + FLAIR, {args.slices} slices each on the anomaly models' 96 x 96 "
-            f"2 mm canvas, {args.samples} samples; mean over volumes\n{table}")
+    return (f"test subjects {TEST_SUBJECTS}, T1 + FLAIR, {args.slices} slices each on the anomaly models' 96 x 96 "
+            f"2 mm canvas, {args.samples} samples; mean over volumes\n{table}"), df
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--slices", type=int, default=4, help="central slices per volume")
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--steps", default="20,100", help="--grid canvas: prior-only DDIM steps to try, comma-separated")
+    ap.add_argument("--out", type=Path, default=None, help="write OUT.txt and OUT.csv")
+    ap.add_argument("--grid", choices=("canvas", "native"), default="canvas",
+                    help="canvas: the anomaly models' brain canvas; native: the scans' own grids with --prior")
+    ap.add_argument("--prior", default="runs/recon-prior-t1-flair-tiny.json",
+                    help="--grid native: the recon-prior model (from train_recon.py --kind recon-prior)")
+    args = ap.parse_args()
+    text, df = (native if args.grid == "native" else canvas)(args)
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

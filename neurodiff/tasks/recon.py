@@ -370,6 +370,7 @@ def reconstruct(
         if m.card.get("task") not in RECON_TASKS:
             raise ModelError(f"model {m.name} is not a reconstruction model (its card's task is "
                              f"{m.card.get('task')!r}; expected one of {', '.join(RECON_TASKS)})")
+        conditioned = m.card["task"] == "recon"
         cal = m.card.get("calibration", {})
         std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
         canvas = tuple(m.card.get("training", {}).get("image_size", (0, 0)))
@@ -380,9 +381,9 @@ def reconstruct(
             progress=progress, n_samples=samples, views=views,
             steps=steps, eta=eta, multiple=divisor(m.card["architecture"]["size"]), canvas=canvas,
             keep_samples=save_samples, generator=torch.Generator(device=dev).manual_seed(seed),
-            conditioned=m.card["task"] == "recon",
+            conditioned=conditioned,
         )
-        sampler = "ddim" if m.card["task"] == "recon" else "ddim, prior-only"
+        sampler = "ddim" if conditioned else "ddim, prior-only"
         model_name, version = m.name, m.card.get("version")
     mean = post.mean.numpy()
     mag = np.abs(mean) if prob.final_for is not None else post.mag_mean.numpy()  # (perturbed samples: unbiased)
