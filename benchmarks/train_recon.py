@@ -39,14 +39,16 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--net", default="tiny", help="network size: tiny (shipped), small or base")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--workers", type=int, default=0, help="background processes simulating batches (GPU: ~14)")
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
     with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.4f}"),
                   TimeRemainingColumn()) as bar:
         task = bar.add_task("train", total=a.steps, loss=float("nan"))
         res = train(
             a.kind, training_files(a.data), a.out, net_size=a.net, steps=a.steps, batch_size=a.batch_size,
-            lr=a.lr, device=a.device, resume=a.resume, name=a.out.name,
+            lr=a.lr, device=a.device, resume=a.resume, name=a.out.name, workers=a.workers,
             data_note="NiChart demo T1 + FLAIR, Subj1-12 (2 mm, real, magnitude; k-space simulated)",
             callback=lambda s: bar.update(task, completed=s.step, loss=s.losses[-1]),
         )

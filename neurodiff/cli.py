@@ -223,6 +223,8 @@ def train(
     net: str = typer.Option("tiny", help="Network size: tiny, small or base."),
     device: Device = typer.Option(Device.auto, help="Compute device."),
     seed: int = typer.Option(0, help="Seed."),
+    workers: int = typer.Option(0, help="Background processes simulating the training batches (keeps a GPU fed; "
+                                "0: none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing model at OUT."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -253,7 +255,7 @@ def train(
         res = run_train(kind, files, out, net_size=net, image_size=(size, size), steps=steps, batch_size=batch_size,
                         lr=lr, device=dev, seed=seed, resume=resume, cond_inputs=cond or None,
                         brain_masks=brain_mask or None, lesion_masks=lesion_mask or None, contrast=contrast,
-                        callback=lambda s: update(s.step, steps))
+                        workers=workers, callback=lambda s: update(s.step, steps))
     if not quiet:
         typer.echo(f"wrote {res.weights} and {res.card} ({res.seconds / 60:.1f} min, final smoothed loss "
                    f"{res.losses['loss_smooth'].iloc[-1]:.4f})")

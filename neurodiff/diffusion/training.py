@@ -7,6 +7,7 @@ Launched with ``torchrun``, each process trains on its own batches and gradients
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -52,6 +53,50 @@ class TrainState:
     step: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """One ``make(seed=...)`` batch stream per DataLoader worker, each with its own seed."""
+
+    def __init__(self, make: Callable[..., Iterator[Batch]], seed: int):
+        super().__init__()
+        self.make, self.seed = make, seed
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        return self.make(seed=self.seed * 1000 + 1 + (info.id if info is not None else 0))
+
+
+def to_device(batch: Batch, device: str | torch.device) -> Batch:
+    """``batch`` with every tensor (``x0``, ``mask``, ``cond.image``, ``cond.label``) moved to ``device``."""
+
+    def move(v):
+        return v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+
+    cond = batch.cond
+    if cond is not None:
+        cond = dataclasses.replace(cond, **{f.name: move(getattr(cond, f.name)) for f in dataclasses.fields(cond)})
+    return Batch(move(batch.x0), cond, move(batch.mask))
+
+
+def prefetched(
+    make: Callable[..., Iterator[Batch]], workers: int, seed: int, device: str | torch.device
+) -> Iterator[Batch]:
+    """Infinite iterator of batches drawn by ``workers`` background processes (``workers=0``: in this process).
+
+    Parameters
+    ----------
+    make
+        ``make(seed=...)`` returns an infinite iterator of CPU batches; worker ``i`` gets seed
+        ``seed * 1000 + 1 + i``, so its stream differs from every other worker's. With ``workers=0`` it is called
+        with ``seed`` itself (the batches are then those of a run without workers).
+    device
+        Where the batches are delivered (a GPU's data simulation then overlaps with its training step).
+    """
+    if workers <= 0:
+        return (to_device(b, device) for b in make(seed=seed))
+    loader = torch.utils.data.DataLoader(_Stream(make, seed), batch_size=None, num_workers=workers, prefetch_factor=4)
+    return (to_device(b, device) for b in loader)
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:

@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..diffusion import Cond
-from ..diffusion.training import Batch, TrainConfig, TrainState, fit
+from ..diffusion.training import Batch, TrainConfig, TrainState, fit, prefetched
 from ..errors import InputError
 from ..io import load_image, load_nifti
 from ..nets import divisor
@@ -75,7 +76,11 @@ def image_slices(
     return out
 
 
-def _image_batches(slices: list[np.ndarray], batch_size: int, seed: int, device: str) -> Iterator[Batch]:
+def _without_condition(make: Callable[..., Iterator[Batch]], **kw) -> Iterator[Batch]:
+    return (Batch(b.x0, None, b.mask) for b in make(**kw))
+
+
+def _image_batches(slices: list[np.ndarray], batch_size: int, seed: int) -> Iterator[Batch]:
     rng = np.random.default_rng(seed)
     data = torch.from_numpy(np.stack(slices))  # (N, C, H, W): image, then conditioning channels
     while True:
@@ -83,8 +88,8 @@ def _image_batches(slices: list[np.ndarray], batch_size: int, seed: int, device:
         x = data[idx]
         flip = torch.from_numpy(rng.random(batch_size) < 0.5)
         x = torch.where(flip[:, None, None, None], x.flip(-2), x)  # left-right flip
-        cond = Cond(image=x[:, 1:].to(device)) if x.shape[1] > 1 else None
-        yield Batch((x[:, :1] * 2 - 1).to(device), cond)  # image in [-1, 1]
+        cond = Cond(image=x[:, 1:]) if x.shape[1] > 1 else None
+        yield Batch(x[:, :1] * 2 - 1, cond)  # image in [-1, 1]
 
 
 def train(
@@ -107,6 +112,7 @@ def train(
     lesion_masks: Sequence[Path | None] | None = None,
     contrast: str | None = None,
     voxel_mm: float = 2.0,
+    workers: int = 0,
     callback: Callable[[TrainState], None] | None = None,
 ) -> TrainResult:
     """Train a ``kind`` model on ``inputs`` and write ``out.safetensors`` + ``out.json`` (+ ``out_loss.csv``).
@@ -114,7 +120,8 @@ def train(
     A checkpoint ``out.ckpt`` is written during training; ``resume=True`` continues from it. ``cond_inputs`` (kind
     ``image`` only): one conditioning image per input, on its grid, concatenated to the network input.
     ``brain_masks`` / ``lesion_masks`` (kind ``anomaly`` only): one per input, any grid overlapping it; brain masks
-    are computed when absent, lesions are excluded from the loss.
+    are computed when absent, lesions are excluded from the loss. ``workers`` > 0 simulates the batches in that
+    many background processes (each its own random stream), to keep a GPU fed.
     """
     if kind not in KINDS:
         raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -138,7 +145,7 @@ def train(
         x, healthy = training_slices([load_nifti(p) for p in inputs], masks(brain_masks), masks(lesion_masks),
                                      voxel_mm=voxel_mm, canvas=image_size)
         slices = list(x)
-        batches = anomaly_batches(x, healthy, batch_size=batch_size, seed=seed, device=device)
+        make = partial(anomaly_batches, x, healthy, batch_size=batch_size)
         arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=1, out_channels=1)
         prediction = "v"
         norm = {"method": "resampled to voxel_mm (RAS+), divided by the median inside the brain, minus 1; "
@@ -148,7 +155,7 @@ def train(
         from ..mri.recon_data import foreground_slices, recon_batches
 
         slices = [s for p in inputs for s in foreground_slices(load_image(p, ndim=(3,))[0])]
-        batches = recon_batches(slices, batch_size=batch_size, size=image_size, seed=seed, device=device)
+        make = partial(recon_batches, slices, batch_size=batch_size, size=image_size)
         norm = {"method": "per-slice: divide by the 99.5th percentile of the zero-filled magnitude",
                 "channels": ["real", "imaginary"], "condition": ["zero-filled real", "zero-filled imaginary", "mask"]}
         if kind == "recon":
@@ -156,13 +163,13 @@ def train(
                         out_channels=2, residual_channels=[2, 3])
             prediction = "x0"
         else:  # the same simulated slices and scaling, without the condition
-            batches = (Batch(b.x0, None) for b in batches)
+            make = partial(_without_condition, make)
             arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=2,
                         out_channels=2)
             prediction = "v"
             norm["condition"] = None
     else:
-        batches = _image_batches(slices, batch_size, seed, device)
+        make = partial(_image_batches, slices, batch_size)
         n_cond = slices[0].shape[0] - 1 if slices else 0
         arch = dict(factory="monai.DiffusionModelUNet", size=net_size, spatial_dims=2, in_channels=1 + n_cond,
                     out_channels=1)
@@ -185,12 +192,14 @@ def train(
             "slices": len(slices),
             "command": " ".join(shlex.quote(a) for a in sys.argv),
             "steps": steps, "batch_size": batch_size, "lr": lr, "image_size": list(image_size), "seed": seed,
+            "data_workers": workers,
         },
         "metrics": {},
     }
     torch.manual_seed(seed)
     den = build_denoiser(card).to(device)
     cfg = TrainConfig(steps=steps, lr=lr, seed=seed)
+    batches = prefetched(make, workers, seed, device)
     ema, state = fit(den, batches, cfg, checkpoint=out.with_suffix(".ckpt"), resume=resume, callback=callback)
     card["training"]["seconds"] = round(state.seconds, 1)
     card["training"]["device"] = str(device)

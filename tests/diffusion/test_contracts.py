@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from neurodiff.diffusion import SAMPLERS, Cond, Denoiser, NoiseSchedule, classifier_free, gradient, predict
-from neurodiff.diffusion.training import Batch, TrainConfig, fit
+from neurodiff.diffusion.training import Batch, TrainConfig, fit, prefetched
 from neurodiff.nets import build_unet
 
 SHAPE = (3, 1, 16, 24)  # asymmetric on purpose
@@ -98,3 +98,21 @@ def test_fit_checkpoint_and_resume(tmp_path):
     cfg2 = TrainConfig(steps=40, lr=2e-3, warmup=5, checkpoint_every=10)
     _, state2 = fit(den, batches(), cfg2, checkpoint=ck, resume=True)
     assert state2.step == 40 and len(state2.losses) == 40
+
+
+def _seeded_batches(seed: int):
+    """Batches whose every value is the stream's seed."""
+    while True:
+        x = torch.full((2, 1, 4, 4), float(seed))
+        yield Batch(x, Cond(image=x.clone(), label=torch.full((2,), seed)), mask=x > 0)
+
+
+def test_prefetched_streams_are_distinct_and_complete():
+    here = next(prefetched(_seeded_batches, 0, 7, "cpu"))
+    assert float(here.x0[0, 0, 0, 0]) == 7  # no workers: the caller's own stream
+    stream = prefetched(_seeded_batches, 2, 7, "cpu")
+    got = [next(stream) for _ in range(6)]
+    assert {float(b.x0[0, 0, 0, 0]) for b in got} == {7001.0, 7002.0}  # one seeded stream per worker
+    for b in got:  # every field arrives, consistent with x0
+        assert torch.equal(b.cond.image, b.x0) and int(b.cond.label[0]) == int(b.x0[0, 0, 0, 0])
+        assert b.mask.dtype == torch.bool and b.mask.all()
