@@ -31,9 +31,8 @@ def anomaly_batches(
     *,
     batch_size: int = 16,
     seed: int = 0,
-    device: str | torch.device = "cpu",
 ) -> Iterator[Batch]:
-    """Infinite iterator of :class:`Batch` from canvas slices ``x`` ``(N, 1, H, W)`` and loss weights ``healthy``
+    """Infinite iterator of CPU :class:`Batch` from canvas slices ``x`` ``(N, 1, H, W)`` and loss weights ``healthy``
     (same shape, bool: False on known lesions). Augmentation: left-right flips and a global intensity factor in
     [0.9, 1.1] (the brain-median normalisation of another scanner is never exact)."""
     rng = np.random.default_rng(seed)
@@ -44,7 +43,7 @@ def anomaly_batches(
         xb, mb = torch.where(flip, xb.flip(-2), xb), torch.where(flip, mb.flip(-2), mb)
         gain = torch.from_numpy(rng.uniform(0.9, 1.1, (batch_size, 1, 1, 1)).astype(np.float32))
         xb = torch.where(xb > -1, (xb + 1) * gain - 1, xb)
-        yield Batch(xb.to(device), None, mb.to(device))
+        yield Batch(xb, None, mb)
 
 
 def training_slices(

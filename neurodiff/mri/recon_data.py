@@ -80,9 +80,8 @@ def recon_batches(
     zoom: ZoomPrior = ZoomPrior(),
     p_phase: float = 0.5,
     seed: int = 0,
-    device: str | torch.device = "cpu",
 ) -> Iterator[Batch]:
-    """Infinite iterator of :class:`Batch`: ``x0`` ``(B, 2, *size)`` scaled complex targets, ``cond.image``
+    """Infinite iterator of CPU :class:`Batch`: ``x0`` ``(B, 2, *size)`` scaled complex targets, ``cond.image``
     ``(B, 3, *size)`` zero-filled image and mask. Slices larger than ``size`` are randomly cropped."""
     rng = np.random.default_rng(seed)
     bank: list[np.ndarray] = []
@@ -121,4 +120,4 @@ def recon_batches(
             pads = padding((h, w), size)
             xs.append(complex_to_channels(pad(xt / s, pads)))
             cs.append(condition(pad(zf / s, pads), pad(mt.float(), pads)))
-        yield Batch(torch.cat(xs).to(device), Cond(image=torch.cat(cs).to(device)))
+        yield Batch(torch.cat(xs), Cond(image=torch.cat(cs)))
