@@ -216,8 +216,9 @@ def main() -> None:
     ap.add_argument("--baselines-only", action="store_true", help="only zero-filling, BART and the U-Net")
     ap.add_argument("--calibrate", action="store_true", help="fit the std scale on subjects 13-14 and write it "
                     "into the model card")
-    ap.add_argument("--calibrate-zoom", type=float, default=None, help="with --calibrate: also fit on the "
-                    "calibration subjects upsampled in-plane by this factor (3 slices each)")
+    ap.add_argument("--calibrate-zoom", type=lambda v: [float(z) for z in v.split(",")], default=[],
+                    help="with --calibrate: also fit on the calibration subjects upsampled in-plane by these "
+                    "comma-separated factors (3 slices each)")
     ap.add_argument("--test-set", choices=tuple(TEST_SETS), default="nichart",
                     help="NiChart subjects 15-16 at 2 mm; Colin27 and the niivue FLAIR at 1 mm; or unseen contrasts")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -247,8 +248,8 @@ def main() -> None:
     if args.calibrate:
         cal_vols = volumes(args.data, CAL_SUBJECTS)
         _, cal_unc = evaluate(cal_vols, model, args, None)
-        if args.calibrate_zoom:
-            cal_unc += evaluate(upsampled(cal_vols, args.calibrate_zoom), model, args, None, slices_per_volume=3)[1]
+        for zoom in args.calibrate_zoom:
+            cal_unc += evaluate(upsampled(cal_vols, zoom), model, args, None, slices_per_volume=3)[1]
         scale, smooth = fit_calibration(cal_unc)
         print(f"fitted on subjects {CAL_SUBJECTS}: std scale {scale:.3f}, variance smoothing {smooth} voxels")
         card_path = Path(args.model).with_suffix(".json") if Path(args.model).with_suffix(".json").exists() else None
@@ -257,8 +258,8 @@ def main() -> None:
             card["calibration"] = {
                 "std_scale": round(scale, 4), "smooth_voxels": smooth,
                 "fitted_on": f"NiChart Subj{CAL_SUBJECTS}, T1+FLAIR"
-                             + (f" (2 mm, and upsampled {args.calibrate_zoom:g}x in-plane, 3 slices each)"
-                                if args.calibrate_zoom else "")
+                             + (" (2 mm, and upsampled " + " and ".join(f"{z:g}x" for z in args.calibrate_zoom)
+                                + " in-plane, 3 slices each)" if args.calibrate_zoom else "")
                              + f", 4x and 8x random masks, {args.samples} samples "
                              f"spread over {args.views} symmetric views, {args.steps} steps, eta {args.eta}",
                 "target": "90% central interval covers 90% of object voxels"}
