@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DATA = Path(__file__).parent / "data"
@@ -44,3 +45,27 @@ def untrained_anomaly_model(tmp_path_factory) -> Path:
                ScoreConfig(method="elbo", levels=(50, 300), draws=1), ScoreConfig(method="recon", levels=(100,))]
     return calibrate([STROKE], folder / "untrained-anomaly", model=str(folder / "raw.json"), configs=configs,
                      device="cpu")
+
+
+@pytest.fixture(scope="session")
+def twix_with_noise_scan(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """The twix phantom (tests/data/mri/gre.dat) rewritten as a two-measurement file whose first measurement is a
+    noise adjust scan of coil-correlated noise (three lines), as multi-raid Siemens files hold it; and that noise
+    ``(C, N)``."""
+    twixtools = pytest.importorskip("twixtools")
+    scan = twixtools.read_twix(str(DATA / "mri" / "gre.dat"), parse_pmu=False, verbose=False)[-1]
+    image = [m for m in scan["mdb"] if m.is_image_scan()]
+    c, n = image[0].data.shape
+    rng = np.random.default_rng(0)
+    white = rng.normal(size=(c, 3 * n)) + 1j * rng.normal(size=(c, 3 * n))
+    noise = (np.tril(np.ones((c, c))) @ white * 1e-3 * np.abs(image[0].data).max()).astype(np.complex64)
+    lines = []
+    for part in np.split(noise, 3, axis=1):
+        line = image[0].convert_to_local()
+        line.clear_all_flags()
+        line.set_flag("NOISEADJSCAN", True)
+        line.data = part
+        lines.append(line)
+    path = tmp_path_factory.mktemp("twix") / "gre_noise.dat"
+    twixtools.write_twix([dict(scan, mdb=lines), dict(scan, mdb=[m.convert_to_local() for m in image])], str(path))
+    return path, noise

@@ -38,6 +38,9 @@ class KSpace:
     axes : (str, str, str)
         What the image axes ``(H, W, S)`` are: ``("phase-encode", "readout", "slice")`` for 2D acquisitions,
         ``("phase-encode", "partition", "readout")`` for 3D ones (hybrid space).
+    noise : ndarray, shape (C, N), complex64, or None
+        Noise-only samples of each coil (Siemens noise adjust scan, ISMRMRD noise measurement), when the file holds
+        them: the coil noise covariance for prewhitening (:func:`neurodiff.mri.whitening.prewhiten`).
     """
 
     data: np.ndarray
@@ -45,6 +48,7 @@ class KSpace:
     affine: np.ndarray | None
     source: str
     axes: tuple[str, str, str] = ("phase-encode", "readout", "slice")
+    noise: np.ndarray | None = None
 
 
 AXES_3D = ("phase-encode", "partition", "readout")
@@ -72,15 +76,16 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
       ``Par``) counters (the centre line ``CenterLin`` lands on ``H // 2``, ``CenterPar`` on the partitions'
       middle, so partial-Fourier data are zero-filled), lines sharing ``(Slc, Par, Lin)`` (averages,
       repetitions, segments) averaged, readout oversampling removed (centred inverse FFT along readout, central
-      ``1 / flReadoutOSFactor`` kept, FFT back for 2D data). Multi-slab, multi-echo, multi-phase and multi-set
-      data raise :class:`InputError`.
+      ``1 / flReadoutOSFactor`` kept, FFT back for 2D data); noise adjust scans of any measurement of the file
+      kept as ``noise``. Multi-slab, multi-echo, multi-phase and multi-set data raise :class:`InputError`.
     - fastMRI stores ``kspace`` as ``(S[, C], readout, phase-encode)``; it is transposed to ``(S, C, PE, RO)``
       (so images are transposed relative to fastMRI's). Its centring is the same as ours (fastMRI's
       ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept; a
       file whose k-space peak lies in a corner (uncentred) is rejected. Readout oversampling is removed when
       ``ismrmrd_header`` gives a smaller recon than encoded matrix.
     - ISMRMRD HDF5 (``/dataset/data`` + ``/dataset/xml``, e.g. from ``siemens_to_ismrmrd``): Cartesian 2D or 3D
-      imaging lines only (noise, navigator, phase-correction, feedback and dummy scans dropped; reversed lines
+      imaging lines only (navigator, phase-correction, feedback and dummy scans dropped; noise scans kept as
+      ``noise``; reversed lines
       flipped), placed by ``kspace_encode_step_1`` (and ``_2``) with the header's ``encodingLimits`` centres on
       the middle and ``center_sample`` on ``W // 2``, averages and repetitions averaged; separately acquired
       calibration lines fill only lines the imaging scan skipped; readout oversampling removed when
@@ -143,12 +148,15 @@ def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) ->
 
 
 def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | None, source: str,
-             name: str = "", volumetric: bool = False) -> KSpace:
+             name: str = "", volumetric: bool = False, noise: np.ndarray | None = None) -> KSpace:
     """Validate ``(S, C, H, W)`` k-space of format ``source`` (file ``name``, for messages) and wrap it;
-    ``volumetric``: the slices are the readout positions of a 3D acquisition (:func:`_to_slices`)."""
+    ``volumetric``: the slices are the readout positions of a 3D acquisition (:func:`_to_slices`); ``noise``:
+    noise-only samples ``(C, N)``, kept when finite."""
     voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
+    if noise is not None:
+        noise = np.ascontiguousarray(noise, dtype=np.complex64) if np.isfinite(noise).all() else None
     return KSpace(data=_validated(data, name or source), voxel_size=voxel, affine=affine, source=source,
-                  **({"axes": AXES_3D} if volumetric else {}))
+                  **({"axes": AXES_3D} if volumetric else {}), noise=noise)
 
 
 def _validated(data: np.ndarray, name: str) -> np.ndarray:
@@ -253,7 +261,8 @@ def _read_twix(path: Path) -> KSpace:
     except ImportError:
         raise InputError("reading Siemens .dat files needs twixtools: pip install neurodiff[raw]") from None
     with contextlib.redirect_stdout(io.StringIO()):
-        meas = twixtools.read_twix(str(path), parse_pmu=False, verbose=False)[-1]
+        scans = twixtools.read_twix(str(path), parse_pmu=False, verbose=False)
+    meas = scans[-1]
     lines = [m for m in meas["mdb"] if m.is_image_scan()]
     if not lines:
         raise InputError(f"{path.name} holds no imaging k-space lines")
@@ -279,7 +288,11 @@ def _read_twix(path: Path) -> KSpace:
             voxel = (pe, slab / k.shape[2], sl["dReadoutFOV"] / n)
     except (KeyError, IndexError, TypeError):
         voxel = None
-    return _checked(data, voxel, None, "twix", path.name, volumetric=k.shape[2] > 1)
+    ncoil = lines[0].data.shape[0]
+    noise = [m.data for scan in scans for m in scan["mdb"]  # multi-raid files keep it in the first measurement
+             if m.is_flag_set("NOISEADJSCAN") and m.data.ndim == 2 and m.data.shape[0] == ncoil]
+    return _checked(data, voxel, None, "twix", path.name, volumetric=k.shape[2] > 1,
+                    noise=np.concatenate(noise, axis=1) if noise else None)
 
 
 def _read_h5(path: Path) -> KSpace:
@@ -337,7 +350,7 @@ def _ismrmrd_matrix(header: bytes | str, space: str) -> tuple[tuple[int, int, in
 
 # ISMRMRD acquisition flag bits (ismrmrd.h): lines that are not image k-space
 _ISMRMRD_NOT_IMAGE = (19, 23, 24, 26, 27, 28, 29, 30, 31)  # noise, navigator, phase corr., feedback, dummy, ...
-_ISMRMRD_CALIBRATION, _ISMRMRD_REVERSE = 20, 22
+_ISMRMRD_NOISE, _ISMRMRD_CALIBRATION, _ISMRMRD_REVERSE = 19, 20, 22
 
 
 def _read_ismrmrd(group, name: str) -> KSpace:
@@ -352,6 +365,9 @@ def _read_ismrmrd(group, name: str) -> KSpace:
     keep = ~np.any([flag(b) for b in _ISMRMRD_NOT_IMAGE], axis=0)
     if not keep.any():
         raise InputError(f"{name} holds no imaging k-space lines")
+    noise_lines = flag(_ISMRMRD_NOISE) & (head["active_channels"] == head["active_channels"][keep][0])
+    noise = ([acq["data"][i].view(np.complex64).reshape(int(head["active_channels"][i]), -1)
+              for i in np.flatnonzero(noise_lines)])
     head, samples = head[keep], acq["data"][keep]
     if (head["trajectory_dimensions"] > 0).any():
         raise InputError(f"{name}: non-Cartesian ISMRMRD data (a trajectory is stored) are not supported")
@@ -378,7 +394,8 @@ def _read_ismrmrd(group, name: str) -> KSpace:
     k = _assemble(data, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre(1),
                   int(head["center_sample"][0]), fill=flag(_ISMRMRD_CALIBRATION)[keep],
                   par=par if par.any() else None, centre_par=centre(2))
-    return _checked(*_to_recon_space(k, header, name), None, "ismrmrd", name, volumetric=k.shape[2] > 1)
+    return _checked(*_to_recon_space(k, header, name), None, "ismrmrd", name, volumetric=k.shape[2] > 1,
+                    noise=np.concatenate(noise, axis=1) if noise else None)
 
 
 def _read_cfl(base: Path) -> KSpace:

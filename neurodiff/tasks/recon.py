@@ -30,6 +30,7 @@ from ..mri import (
 from ..mri.masks import is_full_block
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
 from ..mri.posterior import Posterior, Projection, calibrated_std, sample_posterior_slices, sample_views
+from ..mri.whitening import prewhiten
 from ..nets import divisor
 from ..weights import Model, load_model
 from .common import resolve_device
@@ -200,7 +201,7 @@ def _kspace_problem(
     path: Path, mask_file: Path | None, accel: float | None, mask_type: str, center_fraction: float, pe_axis: int,
     seed: int, slices: str | None, dc_weight: float,
 ) -> _Problem:
-    ks = read_kspace(path)
+    ks, whitening = prewhiten(read_kspace(path))
     sl = parse_slices(slices, ks.data.shape[0])
     data = torch.from_numpy(ks.data[sl])  # (S, C, H, W)
     hw = tuple(data.shape[-2:])
@@ -265,6 +266,7 @@ def _kspace_problem(
         info["geometry"] = "unknown (the file has no header): 1 mm voxels assumed, readout oversampling kept"
     if c > 1:
         info["multicoil_damping"] = [round(d, 5) for d in damping]
+        info["coil_noise"] = whitening
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for)
 
 

@@ -229,6 +229,17 @@ def test_ismrmrd_matches_twix(twix, tmp_path):
     assert back.source == "ismrmrd" and back.data.shape == twix.data.shape == (1, 2, 160, 160)
     np.testing.assert_allclose(back.data, twix.data, rtol=0, atol=1e-6 * np.abs(twix.data).max())
     assert back.voxel_size == pytest.approx((1.25, 1.25, 4.0))
+    np.testing.assert_allclose(back.noise, noise, rtol=1e-6)  # kept for prewhitening, (C, N)
+    assert twix.noise is None  # the phantom file has no noise adjust scan
+
+
+def test_twix_noise_adjust_scan(twix, twix_with_noise_scan):
+    """Noise adjust lines, here in a measurement of their own before the image scan, are returned as ``noise``
+    (C, N) and do not enter the k-space."""
+    path, noise = twix_with_noise_scan
+    back = read_kspace(path)
+    np.testing.assert_allclose(back.data, twix.data, atol=1e-6 * np.abs(twix.data).max())
+    np.testing.assert_allclose(back.noise, noise)
 
 
 def test_ismrmrd_partial_fourier_and_calibration(tmp_path):

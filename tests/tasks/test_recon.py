@@ -70,6 +70,15 @@ def test_twix_multicoil_kspace(untrained_recon_model):
     assert res.recon.shape == (160, 160, 1)
     assert res.params["input_kind"] == "kspace"
     assert res.metrics["zerofilled"]["psnr"] > 15  # the fully sampled coil combination is the reference
+    assert res.params["coil_noise"] == {"prewhitened": False, "reason": "no noise scan in the file"}
+
+
+def test_twix_noise_scan_prewhitens(twix_with_noise_scan):
+    path, noise = twix_with_noise_scan
+    res = reconstruct(path, model="no-such-model", device="cpu")  # fully sampled: the coil combination
+    assert res.params["coil_noise"]["prewhitened"] and res.params["coil_noise"]["noise_samples"] == noise.shape[1]
+    assert res.params["coil_noise"]["max_coil_noise_correlation"] > 0.5
+    assert np.isfinite(res.recon).all() and res.recon.shape == (160, 160, 1)
 
 
 def test_3d_multicoil_kspace_reconstructs_slices_along_the_readout(untrained_recon_model, tmp_path):
