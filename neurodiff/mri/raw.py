@@ -72,9 +72,10 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
 
     Notes
     -----
-    - twix: the last measurement of the file; image-scan lines only, placed by their ``Lin`` (and, for 3D,
+    - twix: the last measurement of the file; image-scan lines, placed by their ``Lin`` (and, for 3D,
       ``Par``) counters (the centre line ``CenterLin`` lands on ``H // 2``, ``CenterPar`` on the partitions'
-      middle, so partial-Fourier data are zero-filled), lines sharing ``(Slc, Par, Lin)`` (averages,
+      middle, so partial-Fourier data are zero-filled); separately acquired reference lines (``PATREFSCAN``,
+      GRAPPA calibration) fill only lines the imaging scan skipped; lines sharing ``(Slc, Par, Lin)`` (averages,
       repetitions, segments) averaged, readout oversampling removed (centred inverse FFT along readout, central
       ``1 / flReadoutOSFactor`` kept, FFT back for 2D data); noise adjust scans of any measurement of the file
       kept as ``noise``. Multi-slab, multi-echo, multi-phase and multi-set data raise :class:`InputError`.
@@ -255,6 +256,11 @@ def _to_slices(k: np.ndarray, n_readout: int, name: str) -> np.ndarray:
     return _readout_image(k[0], n_readout).transpose(3, 0, 2, 1)  # (C, P, H, X) -> (X, C, H, P)
 
 
+# twix flags of lines that are neither image nor reference (GRAPPA calibration) k-space
+_TWIX_NOT_REFERENCE = ("ACQEND", "RTFEEDBACK", "HPFEEDBACK", "SYNCDATA", "REFPHASESTABSCAN", "PHASESTABSCAN",
+                       "PHASCOR", "NOISEADJSCAN")
+
+
 def _read_twix(path: Path) -> KSpace:
     try:
         import twixtools
@@ -263,17 +269,21 @@ def _read_twix(path: Path) -> KSpace:
     with contextlib.redirect_stdout(io.StringIO()):
         scans = twixtools.read_twix(str(path), parse_pmu=False, verbose=False)
     meas = scans[-1]
-    lines = [m for m in meas["mdb"] if m.is_image_scan()]
-    if not lines:
+    image = [m for m in meas["mdb"] if m.is_image_scan()]
+    if not image:
         raise InputError(f"{path.name} holds no imaging k-space lines")
+    reference = [m for m in meas["mdb"] if m.is_flag_set("PATREFSCAN") and not m.is_image_scan()
+                 and not any(m.is_flag_set(f) for f in _TWIX_NOT_REFERENCE)]
+    lines = image + reference
     for counter in ("cEco", "cPhs", "cSet"):
         if any(getattr(m, counter) for m in lines):
             raise InputError(f"{path.name}: multi-echo, -phase or -set twix data ({counter} > 0) not supported yet")
     par = np.array([m.cPar for m in lines])
     data = np.stack([m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data for m in lines])
     k = _assemble(data, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
-                  int(lines[0].mdh.CenterLin), int(lines[0].mdh.CenterCol),
-                  par=par if par.any() else None, centre_par=int(lines[0].mdh.CenterPar))
+                  int(image[0].mdh.CenterLin), int(image[0].mdh.CenterCol),
+                  fill=np.arange(len(lines)) >= len(image),
+                  par=par if par.any() else None, centre_par=int(image[0].mdh.CenterPar))
     hdr = meas["hdr"]
     oversampling = float(hdr["Meas"].get("flReadoutOSFactor", 1.0) or 1.0)
     n = int(round(k.shape[-1] / oversampling))
@@ -288,7 +298,7 @@ def _read_twix(path: Path) -> KSpace:
             voxel = (pe, slab / k.shape[2], sl["dReadoutFOV"] / n)
     except (KeyError, IndexError, TypeError):
         voxel = None
-    ncoil = lines[0].data.shape[0]
+    ncoil = image[0].data.shape[0]
     noise = [m.data for scan in scans for m in scan["mdb"]  # multi-raid files keep it in the first measurement
              if m.is_flag_set("NOISEADJSCAN") and m.data.ndim == 2 and m.data.shape[0] == ncoil]
     return _checked(data, voxel, None, "twix", path.name, volumetric=k.shape[2] > 1,

@@ -179,6 +179,31 @@ def test_ismrmrd_3d(tmp_path):
         read_kspace(tmp_path / "slabs.h5")
 
 
+def test_twix_reference_lines_fill_only_skipped_lines(twix, tmp_path):
+    """GRAPPA-style: the image scan skips every other line and the centre, separately acquired reference lines
+    (PATREFSCAN) cover the centre and one line the image scan has; they fill only the skipped lines."""
+    import twixtools
+
+    scan = twixtools.read_twix(str(TWIX), parse_pmu=False, verbose=False)[-1]
+    image = [m for m in scan["mdb"] if m.is_image_scan()]
+    centre = int(image[0].mdh.CenterLin)
+    kept = [m.convert_to_local() for m in image if m.cLin % 2 == 0 and abs(m.cLin - centre) > 12]
+    reference = []
+    for m in image:
+        if abs(m.cLin - centre) <= 12 or m.cLin == 20:
+            line = m.convert_to_local()
+            line.clear_all_flags()
+            line.set_flag("PATREFSCAN", True)
+            line.data = (-m.data if m.cLin == 20 else m.data).astype(np.complex64)  # line 20 would be wrong
+            reference.append(line)
+    twixtools.write_twix([dict(scan, mdb=kept + reference)], str(tmp_path / "grappa.dat"))
+    back = read_kspace(tmp_path / "grappa.dat")
+    measured = np.array([(i % 2 == 0 and abs(i - centre) > 12) or abs(i - centre) <= 12 for i in range(160)])
+    rows = np.flatnonzero(measured) + 80 - centre  # the reader puts the centre line on row 80
+    np.testing.assert_allclose(back.data[:, :, rows], twix.data[:, :, rows], atol=1e-6 * np.abs(twix.data).max())
+    assert not back.data[:, :, np.setdiff1d(np.arange(160), rows)].any()
+
+
 def test_twix_3d(twix, tmp_path):
     """The 2D phantom repeated over 6 partitions (each scaled by a complex factor) and written as a 3D twix file
     reads as its hybrid space."""
