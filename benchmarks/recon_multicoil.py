@@ -36,8 +36,9 @@ HEADER = ('<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding><encode
 MASK = dict(accel=4.0, mask_type="equispaced", center_fraction=0.08)
 
 
-def simulate(volume: np.ndarray, slices: list[int], level: float, path: Path, coils: int = 12, seed: int = 0) -> None:
-    """Write a fully sampled fastMRI-style file ``(S, C, 640, 320)`` of axial ``slices`` of ``volume`` (1 mm)."""
+def coil_kspace(volume: np.ndarray, slices: list[int], coils: int = 12) -> np.ndarray:
+    """Noise-free fully sampled centred k-space ``(S, C, 640, 320)`` (fastMRI's (readout, phase-encode) order) of
+    axial ``slices`` of ``volume`` (1 mm) seen by ``coils`` smooth complex sensitivities."""
     imgs = []
     for z in slices:
         s = zoom(volume[:, :, z], 320 / 217, order=3)  # ~0.69 mm pixels on a 220 mm field of view
@@ -54,7 +55,13 @@ def simulate(volume: np.ndarray, slices: list[int], level: float, path: Path, co
     big = np.zeros((len(imgs), 640, 320), np.complex64)
     big[:, 160:480] = np.stack(imgs) * np.exp(1j * 0.8 * (yy + 0.3 * xx))[160:480]
     coil = big[:, None] * np.stack(sens)[None]
-    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coil, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coil, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def simulate(volume: np.ndarray, slices: list[int], level: float, path: Path, coils: int = 12, seed: int = 0) -> None:
+    """Write a fully sampled fastMRI-style file of :func:`coil_kspace` with white complex noise of ``level x
+    max|k|``."""
+    k = coil_kspace(volume, slices, coils)
     rng = np.random.default_rng(seed)
     k += level * np.abs(k).max() * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape)) / np.sqrt(2)
     with h5py.File(path, "w") as f:
