@@ -86,8 +86,7 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
       ``ismrmrd_header`` gives a smaller recon than encoded matrix.
     - ISMRMRD HDF5 (``/dataset/data`` + ``/dataset/xml``, e.g. from ``siemens_to_ismrmrd``): Cartesian 2D or 3D
       imaging lines only (navigator, phase-correction, feedback and dummy scans dropped; noise scans kept as
-      ``noise``; reversed lines
-      flipped), placed by ``kspace_encode_step_1`` (and ``_2``) with the header's ``encodingLimits`` centres on
+      ``noise``; reversed lines flipped), placed by ``kspace_encode_step_1`` (and ``_2``) with the header's ``encodingLimits`` centres on
       the middle and ``center_sample`` on ``W // 2``, averages and repetitions averaged; separately acquired
       calibration lines fill only lines the imaging scan skipped; readout oversampling removed when
       ``reconSpace`` is smaller than ``encodedSpace``. Multi-slab 3D, multi-contrast/-phase/-set and
@@ -273,7 +272,7 @@ def _read_twix(path: Path) -> KSpace:
     if not image:
         raise InputError(f"{path.name} holds no imaging k-space lines")
     reference = [m for m in meas["mdb"] if m.is_flag_set("PATREFSCAN") and not m.is_image_scan()
-                 and not any(m.is_flag_set(f) for f in _TWIX_NOT_REFERENCE)]
+                 and not any(m.is_flag_set(f) for f in _TWIX_NOT_REFERENCE) and m.data.shape == image[0].data.shape]
     lines = image + reference
     for counter in ("cEco", "cPhs", "cSet"):
         if any(getattr(m, counter) for m in lines):
