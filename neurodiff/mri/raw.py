@@ -87,10 +87,10 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
     - ISMRMRD HDF5 (``/dataset/data`` + ``/dataset/xml``, e.g. from ``siemens_to_ismrmrd``): Cartesian 2D or 3D
       imaging lines only (navigator, phase-correction, feedback and dummy scans dropped; noise scans kept as
       ``noise``; reversed lines flipped), placed by ``kspace_encode_step_1`` (and ``_2``) with the header's
-      ``encodingLimits`` centres on the middle and ``center_sample`` on ``W // 2``, averages and repetitions averaged; separately acquired
-      calibration lines fill only lines the imaging scan skipped; readout oversampling removed when
-      ``reconSpace`` is smaller than ``encodedSpace``. Multi-slab 3D, multi-contrast/-phase/-set and
-      non-Cartesian data raise.
+      ``encodingLimits`` centres on the middle and ``center_sample`` on ``W // 2``, averages and repetitions
+      averaged; separately acquired calibration lines fill only lines the imaging scan skipped; readout
+      oversampling removed when ``reconSpace`` is smaller than ``encodedSpace``. Multi-slab 3D,
+      multi-contrast/-phase/-set and non-Cartesian data raise.
     - BART: dims ``[RO, PE1, PE2, COIL, ..., SLICE (13)]``; ``PE2 > 1`` is 3D (one slab); other non-singleton
       dims raise.
     """
