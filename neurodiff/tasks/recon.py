@@ -143,6 +143,9 @@ class _Problem:
     # fits its own noisy copy of the data; the reconstruction is then the magnitude of the complex mean)
     final_for: Callable[[int, int], Projection] | None = None
     offset: float = 0.0  # added back to magnitude outputs (a real image with negative values was shifted by -offset)
+    # measured k-space: (S,) noise std of one k-space sample, read from the corners; the noise a fully sampled scan
+    # would carry in the unmeasured k-space is added to the uncertainty
+    noise_std: np.ndarray | None = None
 
 
 def _image_problem(
@@ -267,7 +270,8 @@ def _kspace_problem(
     if c > 1:
         info["multicoil_damping"] = [round(d, 5) for d in damping]
         info["coil_noise"] = whitening
-    return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for)
+    return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for,
+                    noise_std=np.array(noise_std))
 
 
 def reconstruct(
@@ -391,6 +395,10 @@ def reconstruct(
     mag = np.abs(mean) if prob.final_for is not None else post.mag_mean.numpy()  # (perturbed samples: unbiased)
     mag = mag + prob.offset  # back to the input's intensities (0 unless a real image was shifted)
     std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
+    unmeasured_std = None
+    if prob.noise_std is not None and not prob.fully_sampled:
+        unmeasured_std = unmeasured_noise_std(prob.noise_std, float(prob.mask.mean()))
+        std = np.sqrt(std**2 + unmeasured_std[:, None, None] ** 2)
     zf = prob.zf.numpy()
     zf_mag = np.abs(zf) + prob.offset
     recon = mean.astype(np.complex64) if prob.complex_output else mag.astype(np.float32)
@@ -424,12 +432,37 @@ def reconstruct(
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
                   uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,
+                  uncertainty_unmeasured_noise_std=(None if unmeasured_std is None
+                                                    else [float(f"{v:.4g}") for v in unmeasured_std]),
                   input_kind="kspace" if use_kspace else "image",
                   sampled_fraction=float(prob.mask.mean()), **prob.info)
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,
                        metrics, params, time.time() - t0,
                        None if metrics is None else out(reference.astype(np.float32)))
 
+
+
+def unmeasured_noise_std(noise_std: np.ndarray, sampled_fraction: float) -> np.ndarray:
+    """Std of the magnitude noise that the k-space a mask leaves out would have added to a fully sampled image.
+
+    With the orthonormal FFT (and, for coil combinations, sensitivities of unit root-sum-of-squares) complex
+    k-space noise of variance ``sigma^2`` per sample is image noise of variance ``sigma^2`` per voxel; the unmeasured
+    fraction ``1 - f`` of it is what no reconstruction can know, and half of a complex variance lies along the
+    image's phase, in its magnitude.
+
+    Parameters
+    ----------
+    noise_std : ndarray, shape (S,)
+        Noise std ``sigma`` of one complex k-space sample per slice (``kspace_noise_variance``), data units.
+    sampled_fraction : float
+        Fraction ``f`` of k-space sampled.
+
+    Returns
+    -------
+    ndarray, shape (S,)
+        ``sigma sqrt((1 - f) / 2)``, image units.
+    """
+    return np.asarray(noise_std, dtype=float) * math.sqrt((1.0 - sampled_fraction) / 2.0)
 
 
 OUTPUTS = ("recon", "uncertainty", "zerofilled", "mask")

@@ -22,6 +22,7 @@ def test_complex_image_recon_is_data_consistent(untrained_recon_model):
     k_in, k_out = fft2c(x)[:, m], fft2c(r)[:, m]
     assert torch.allclose(k_out, k_in, atol=1e-3 * k_in.abs().max())
     assert np.isfinite(res.uncertainty).all() and (res.uncertainty >= 0).all()
+    assert res.params["uncertainty_unmeasured_noise_std"] is None  # image input: the card's calibration covers it
 
 
 def test_outputs_keep_geometry_and_subset_affine(untrained_recon_model, tmp_path):
@@ -71,6 +72,10 @@ def test_twix_multicoil_kspace(untrained_recon_model):
     assert res.params["input_kind"] == "kspace"
     assert res.metrics["zerofilled"]["psnr"] > 15  # the fully sampled coil combination is the reference
     assert res.params["coil_noise"] == {"prewhitened": False, "reason": "no noise scan in the file"}
+    # the noise a fully sampled scan would carry in the unmeasured half of k-space is part of the uncertainty
+    floor = res.params["kspace_noise_std"][0] * np.sqrt((1 - res.params["sampled_fraction"]) / 2)
+    assert res.params["uncertainty_unmeasured_noise_std"][0] == pytest.approx(floor, rel=1e-3)
+    assert res.uncertainty.min() >= floor * (1 - 1e-3)
 
 
 def test_twix_noise_scan_prewhitens(twix_with_noise_scan):
