@@ -38,7 +38,7 @@ import torch
 from scipy.stats import norm, spearmanr
 
 from neurodiff.mri import fft2c, ifft2c, kspace_noise_variance, sampling_mask
-from neurodiff.mri.posterior import calibrated_std
+from neurodiff.mri.posterior import calibrated_std, calibration_scale, in_plane_voxel_mm
 from neurodiff.mri.metrics import foreground, in_slice_spearman, neighbour_error, slice_metrics, uncertainty_metrics
 from neurodiff.tasks.recon import reconstruct
 from neurodiff.weights import load_model
@@ -47,21 +47,25 @@ CAL_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS = (13, 14), (15, 16), (1, 2, 3)
 SETTINGS = ((4.0, 0.08), (8.0, 0.04))
 
 
-def volumes(data: Path, subjects) -> list[tuple[str, np.ndarray]]:
-    out = []
-    for s in subjects:
-        for sub, suffix in (("t1", "T1"), ("flair", "FL")):
-            img = nib.load(data / "mri" / "nichart" / sub / f"Subj{s}_{suffix}.nii.gz")
-            out.append((f"Subj{s}_{suffix}", img.get_fdata(dtype=np.float32)))
-    return out
+Volume = tuple[str, np.ndarray, float]  # name, (X, Y, Z) data, in-plane voxel size (mm)
 
 
-def one_mm(data: Path) -> list[tuple[str, np.ndarray]]:
+def _volume(name: str, path: Path) -> Volume:
+    img = nib.load(path)
+    return name, img.get_fdata(dtype=np.float32), in_plane_voxel_mm(img.affine)
+
+
+def volumes(data: Path, subjects) -> list[Volume]:
+    return [_volume(f"Subj{s}_{suffix}", data / "mri" / "nichart" / sub / f"Subj{s}_{suffix}.nii.gz")
+            for s in subjects for sub, suffix in (("t1", "T1"), ("flair", "FL"))]
+
+
+def one_mm(data: Path) -> list[Volume]:
     files = {"colin27_T1": "colin27/ch2bet.nii.gz", "stroke_FLAIR": "niivue/FLAIR.nii.gz"}
-    return [(name, nib.load(data / "mri" / f).get_fdata(dtype=np.float32)) for name, f in files.items()]
+    return [_volume(name, data / "mri" / f) for name, f in files.items()]
 
 
-def unseen_contrasts(data: Path) -> list[tuple[str, np.ndarray]]:
+def unseen_contrasts(data: Path) -> list[Volume]:
     """Contrasts absent from training: a T2-like image of each test subject (its T1 inverted inside the filled
     DLMUSE brain mask: bright fluid, dark white matter; synthetic) and the magnitude of niivue's real complex
     gradient-echo image (3.3 mm, 64 x 64)."""
@@ -69,13 +73,15 @@ def unseen_contrasts(data: Path) -> list[tuple[str, np.ndarray]]:
 
     out = []
     for s in TEST_SUBJECTS:
-        t1 = nib.load(data / "mri" / "nichart" / "t1" / f"Subj{s}_T1.nii.gz").get_fdata(dtype=np.float32)
+        _, t1, voxel = _volume("", data / "mri" / "nichart" / "t1" / f"Subj{s}_T1.nii.gz")
         labels = nib.load(data / "mri" / "nichart" / "dlmuse" / f"Subj{s}_T1_DLMUSE.nii.gz").get_fdata()
         brain = binary_fill_holes(binary_closing(labels > 0, iterations=2))
         top = np.percentile(t1[brain], 99.5)
-        out.append((f"Subj{s}_T2like", np.where(brain, 1.05 * top - np.minimum(t1, top), 0).astype(np.float32)))
-    gre = nib.load(data / "mri" / "niivue" / "complex.nii.gz").get_fdata(dtype=np.complex64)
-    return out + [("niivue_GRE", np.abs(gre).astype(np.float32))]
+        t2like = np.where(brain, 1.05 * top - np.minimum(t1, top), 0).astype(np.float32)
+        out.append((f"Subj{s}_T2like", t2like, voxel))
+    gre = nib.load(data / "mri" / "niivue" / "complex.nii.gz")
+    return out + [("niivue_GRE", np.abs(gre.get_fdata(dtype=np.complex64)).astype(np.float32),
+                   in_plane_voxel_mm(gre.affine))]
 
 
 TEST_SETS = {  # --test-set: (volumes, description, file suffix)
@@ -93,13 +99,13 @@ def central_slices(vol: np.ndarray, n: int) -> np.ndarray:
     return np.pad(s, ((0, s.shape[0] % 2), (0, s.shape[1] % 2), (0, 0)))
 
 
-def run_neurodiff(stack: np.ndarray, accel: float, cf: float, seed: int, model, args) -> dict:
+def run_neurodiff(stack: np.ndarray, voxel: float, accel: float, cf: float, seed: int, model, args) -> dict:
     if args.baselines_only:  # the same mask reconstruct() would draw, no sampling
         mask = sampling_mask(stack.shape[:2], accel, cf, "random", seed=seed)
         zf = ifft2c(fft2c(torch.from_numpy(np.moveaxis(stack, 2, 0)).to(torch.complex64)) * torch.from_numpy(mask))
         return {"recon": zf.abs().numpy(), "std": np.zeros(zf.shape, np.float32), "zf": zf.numpy(), "mask": mask,
                 "seconds": 0.0}
-    res = reconstruct(nib.Nifti1Image(stack, np.eye(4)), accel=accel, center_fraction=cf, seed=seed,
+    res = reconstruct(nib.Nifti1Image(stack, np.diag([voxel, voxel, 1.0, 1.0])), accel=accel, center_fraction=cf, seed=seed,
                       samples=args.samples, steps=args.steps, eta=args.eta, views=args.views, model=model,
                       device=args.device)
     to_s = lambda a: np.moveaxis(a, 2, 0)  # noqa: E731
@@ -122,23 +128,24 @@ def noise_limited_psnr(ref: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean(out))
 
 
-def upsampled(vols, factor: float) -> list[tuple[str, np.ndarray]]:
+def upsampled(vols: list[Volume], factor: float) -> list[Volume]:
     """In-plane cubic upsampling of each volume by ``factor``: finer-grid versions of the calibration subjects, as
     the training's resolution augmentation makes them, so that the calibration also sees scans finer than 2 mm."""
     from scipy.ndimage import zoom
 
-    return [(f"{name}_x{factor:g}", zoom(vol, (factor, factor, 1), order=3).clip(0)) for name, vol in vols]
+    return [(f"{name}_x{factor:g}", zoom(vol, (factor, factor, 1), order=3).clip(0), voxel / factor)
+            for name, vol, voxel in vols]
 
 
 def evaluate(vols, model, args, bart_lam: float | None,
              slices_per_volume: int | None = None) -> tuple[pd.DataFrame, list[tuple[np.ndarray, ...]]]:
     rows, unc = [], []
-    for vi, (name, vol) in enumerate(vols):
+    for vi, (name, vol, voxel) in enumerate(vols):
         stack = central_slices(vol, slices_per_volume or args.slices_per_volume)
         ref = np.moveaxis(stack, 2, 0)
         for accel, cf in SETTINGS:
             seed = 1000 * vi + int(accel)
-            nd = run_neurodiff(stack, accel, cf, seed, model, args)
+            nd = run_neurodiff(stack, voxel, accel, cf, seed, model, args)
             row = {"volume": name, "accel": accel, "seconds": nd["seconds"]}
             estimates = {"zero-filled": np.abs(nd["zf"])}
             if not args.baselines_only:
@@ -161,17 +168,21 @@ def evaluate(vols, model, args, bart_lam: float | None,
                 row.update({f"{method} {k}": v for k, v in slice_metrics(ref, est).items()})
             row["noise-limited psnr"] = noise_limited_psnr(ref, nd["mask"])
             rows.append(row)
-            unc.append((accel, ref, nd["recon"], nd["std"]))
+            unc.append((accel, ref, nd["recon"], nd["std"], voxel))
     return pd.DataFrame(rows), unc
 
 
-def calibrated(unc, scale: float, smooth: float):
-    return [(a, r, m, calibrated_std(torch.from_numpy(s), scale, smooth).numpy()) for a, r, m, s in unc]
+def calibrated(unc, cal: dict):
+    """``unc`` entries ``(accel, ref, mean, std, voxel_mm)`` with ``std`` calibrated as a model card's calibration
+    ``cal`` says for that voxel size (``calibration_scale``; an empty dict: the raw spread)."""
+    return [(a, r, m, calibrated_std(torch.from_numpy(s), calibration_scale(cal, v),
+                                     float(cal.get("smooth_voxels", 0.0))).numpy(), v) for a, r, m, s, v in unc]
 
 
-def uncertainty_table(unc, scale: float, smooth: float) -> pd.DataFrame:
+def uncertainty_table(unc, cal: dict) -> pd.DataFrame:
     rows = []
-    unc = calibrated(unc, scale, smooth)
+    scales = sorted({round(calibration_scale(cal, u[4]), 3) for u in unc})
+    unc = calibrated(unc, cal)
     for accel in sorted({u[0] for u in unc}):
         parts = [u for u in unc if u[0] == accel]
         fgs = [foreground(p[1]) for p in parts]  # object voxels of each slice stack, pooled
@@ -181,23 +192,32 @@ def uncertainty_table(unc, scale: float, smooth: float) -> pd.DataFrame:
         m["spearman_oracle"] = float(spearmanr(oracle, np.abs(mean - ref)).statistic)
         m["spearman_in_slice"] = in_slice_spearman(*([a for p in parts for a in p[i]] for i in (1, 2, 3)),
                                                    [f for fg in fgs for f in fg])  # over every slice of the set
-        rows.append({"accel": accel, "std scale": scale, "smoothing (voxels)": smooth, **m})
+        rows.append({"accel": accel, "std scale": "/".join(map(str, scales)),
+                     "smoothing (voxels)": float(cal.get("smooth_voxels", 0.0)), **m})
     return pd.DataFrame(rows)
 
 
 def fit_scale(unc, level: float = 0.9) -> float:
     """The factor on std that makes the central ``level`` Gaussian interval cover ``level`` of the voxels."""
     ratios = []
-    for _, ref, mean, std in unc:
+    for _, ref, mean, std, _ in unc:
         fg = foreground(ref)
         ratios.append(np.abs(ref - mean)[fg] / np.maximum(std[fg], 1e-8))
     return float(np.quantile(np.concatenate(ratios), level) / norm.ppf(0.5 + level / 2))
 
 
-def fit_calibration(unc, smooths=(0.0, 0.75, 1.5, 3.0)) -> tuple[float, float]:
-    """Smoothing with the best mean Spearman(std, |error|), then the coverage scale for it."""
-    best = max(smooths, key=lambda s: uncertainty_table(unc, 1.0, s)["spearman"].mean())
-    return fit_scale(calibrated(unc, 1.0, best)), best
+def fit_calibration(unc, smooths=(0.0, 0.75, 1.5, 3.0)) -> dict:
+    """Smoothing with the best mean Spearman(std, |error|); then the coverage scale for it over all slices
+    (``std_scale``, for scans of unknown voxel size) and, with several voxel sizes, for each of them
+    (``std_scale_by_voxel_mm``)."""
+    best = max(smooths, key=lambda s: uncertainty_table(unc, {"smooth_voxels": s})["spearman"].mean())
+    smoothed = calibrated(unc, {"smooth_voxels": best})
+    cal = {"std_scale": round(fit_scale(smoothed), 4), "smooth_voxels": best}
+    voxels = sorted({round(u[4], 3) for u in unc})
+    if len(voxels) > 1:
+        cal["std_scale_by_voxel_mm"] = [[v, round(fit_scale([u for u in smoothed if round(u[4], 3) == v]), 4)]
+                                        for v in voxels]
+    return cal
 
 
 def main() -> None:
@@ -234,7 +254,7 @@ def main() -> None:
 
         lam = args.bart_lambda
         if lam is None:  # tuned on training subjects, 4x
-            tr = [central_slices(v, 3) for _, v in volumes(args.data, TRAIN_SUBJECTS)]
+            tr = [central_slices(v, 3) for _, v, _ in volumes(args.data, TRAIN_SUBJECTS)]
             ref = np.concatenate([np.moveaxis(s, 2, 0) for s in tr if s.shape[:2] == tr[0].shape[:2]])
             from neurodiff.mri import sampling_mask
 
@@ -243,20 +263,19 @@ def main() -> None:
             lam = tune_lambda(k.astype(np.complex64), mask, ref, [0.0003, 0.001, 0.003, 0.01])
         print(f"BART lambda = {lam}")
 
-    card_cal = model.card.pop("calibration", {})  # evaluate with the raw spread
-    scale, smooth = float(card_cal.get("std_scale", 1.0)), float(card_cal.get("smooth_voxels", 0.0))
+    cal = model.card.pop("calibration", {})  # evaluate with the raw spread; calibrate here
     if args.calibrate:
         cal_vols = volumes(args.data, CAL_SUBJECTS)
         _, cal_unc = evaluate(cal_vols, model, args, None)
         for zoom in args.calibrate_zoom:
             cal_unc += evaluate(upsampled(cal_vols, zoom), model, args, None, slices_per_volume=3)[1]
-        scale, smooth = fit_calibration(cal_unc)
-        print(f"fitted on subjects {CAL_SUBJECTS}: std scale {scale:.3f}, variance smoothing {smooth} voxels")
+        cal = fit_calibration(cal_unc)
+        print(f"fitted on subjects {CAL_SUBJECTS}: {cal}")
         card_path = Path(args.model).with_suffix(".json") if Path(args.model).with_suffix(".json").exists() else None
         if card_path is not None:
             card = json.loads(card_path.read_text())
             card["calibration"] = {
-                "std_scale": round(scale, 4), "smooth_voxels": smooth,
+                **cal,
                 "fitted_on": f"NiChart Subj{CAL_SUBJECTS}, T1+FLAIR"
                              + (" (2 mm, and upsampled " + " and ".join(f"{z:g}x" for z in args.calibrate_zoom)
                                 + " in-plane, 3 slices each)" if args.calibrate_zoom else "")
@@ -277,7 +296,7 @@ def main() -> None:
     test.to_csv(args.out / f"recon_quality_per_volume{suffix}.csv", index=False)
     quality.to_csv(args.out / f"recon_quality{suffix}.csv")
     if not args.baselines_only:
-        unc = pd.concat([uncertainty_table(test_unc, 1.0, 0.0), uncertainty_table(test_unc, scale, smooth)])
+        unc = pd.concat([uncertainty_table(test_unc, {}), uncertainty_table(test_unc, cal)])
         print(f"\n== Uncertainty on {test_name} (object voxels): raw, and calibrated on {CAL_SUBJECTS} ==")
         print(unc.round(3).to_string(index=False))
         unc.to_csv(args.out / f"recon_uncertainty{suffix}.csv", index=False)

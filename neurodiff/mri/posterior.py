@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..diffusion import Cond, Denoiser, sample_ddim
@@ -255,6 +256,39 @@ def sample_posterior_slices(
         torch.cat([p.mean for p in parts]), torch.cat([p.mag_mean for p in parts]),
         torch.cat([p.mag_std for p in parts]), torch.cat([p.samples for p in parts], 1) if keep else None,
     )
+
+
+def calibration_scale(calibration: dict, voxel_mm: float | None = None) -> float:
+    """The std scale a model card's ``calibration`` gives slices of in-plane voxel size ``voxel_mm``.
+
+    The spread of a model trained at one resolution is more overconfident on finer scans, so a card may hold
+    ``std_scale_by_voxel_mm``, ``[[voxel_mm, scale], ...]`` fitted on calibration subjects at several resolutions;
+    the scale is then interpolated linearly in ``log(voxel_mm)`` and held constant beyond the table's ends.
+    Without a table, or without a voxel size, it is ``std_scale`` (default 1).
+
+    Parameters
+    ----------
+    calibration : dict
+        The card's ``calibration`` entry (may be empty).
+    voxel_mm : float, optional
+        In-plane voxel size in mm (geometric mean of the two in-plane axes).
+
+    Returns
+    -------
+    float
+    """
+    table = calibration.get("std_scale_by_voxel_mm")
+    if not table or voxel_mm is None or not voxel_mm > 0:
+        return float(calibration.get("std_scale", 1.0))
+    voxel, scale = np.array(sorted(table), dtype=float).T
+    return float(np.interp(np.log(voxel_mm), np.log(voxel), scale))
+
+
+def in_plane_voxel_mm(affine, slice_axis: int = 2) -> float | None:
+    """Geometric mean of the voxel sizes (mm) of a ``(4, 4)`` affine's two axes other than ``slice_axis``; None if
+    either is zero."""
+    zooms = np.delete(np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(0)), slice_axis)
+    return float(np.sqrt(zooms[0] * zooms[1])) if (zooms > 0).all() else None
 
 
 def calibrated_std(std: torch.Tensor, scale: float = 1.0, smooth: float = 0.0) -> torch.Tensor:

@@ -29,7 +29,9 @@ from ..mri import (
 )
 from ..mri.masks import is_full_block
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
-from ..mri.posterior import Posterior, Projection, calibrated_std, sample_posterior_slices, sample_views
+from ..mri.posterior import (
+    Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, sample_posterior_slices, sample_views,
+)
 from ..mri.whitening import prewhiten
 from ..nets import divisor
 from ..weights import Model, load_model
@@ -146,6 +148,7 @@ class _Problem:
     # measured k-space: (S,) noise std of one k-space sample, read from the corners; the noise a fully sampled scan
     # would carry in the unmeasured k-space is added to the uncertainty
     noise_std: np.ndarray | None = None
+    voxel_mm: float | None = None  # in-plane voxel size (geometric mean), when known: picks the calibration scale
 
 
 def _image_problem(
@@ -175,7 +178,8 @@ def _image_problem(
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data, slice_axis, 0))).to(torch.complex64)
     y = fft2c(x) * torch.from_numpy(mask)
     return _Problem(ifft2c(y), mask, _single_coil(y, mask, dc_weight), None, x.abs().numpy(), record,
-                    bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()), info, offset=offset)
+                    bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()), info, offset=offset,
+                    voxel_mm=in_plane_voxel_mm(record.affine, slice_axis))
 
 
 def _negative_offset(data: np.ndarray, mask: np.ndarray) -> float:
@@ -271,7 +275,8 @@ def _kspace_problem(
         info["multicoil_damping"] = [round(d, 5) for d in damping]
         info["coil_noise"] = whitening
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for,
-                    noise_std=np.array(noise_std))
+                    noise_std=np.array(noise_std),
+                    voxel_mm=None if ks.voxel_size is None else in_plane_voxel_mm(np.diag([*vox, 1.0])))
 
 
 def reconstruct(
@@ -378,7 +383,7 @@ def reconstruct(
                              f"{m.card.get('task')!r}; expected one of {', '.join(RECON_TASKS)})")
         conditioned = m.card["task"] == "recon"
         cal = m.card.get("calibration", {})
-        std_scale, std_smooth = float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0))
+        std_scale, std_smooth = calibration_scale(cal, prob.voxel_mm), float(cal.get("smooth_voxels", 0.0))
         canvas = tuple(m.card.get("training", {}).get("image_size", (0, 0)))
         work = tuple(max(a, b) for a, b in zip(prob.zf.shape[-2:], canvas))
         post = sample_posterior_slices(
@@ -431,7 +436,8 @@ def reconstruct(
                   sample_views=dict(sample_views(samples, views)) if sampler != "none" else {},
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
-                  uncertainty_scale=std_scale, uncertainty_smoothing_voxels=std_smooth,
+                  uncertainty_scale=round(std_scale, 4), uncertainty_smoothing_voxels=std_smooth,
+                  voxel_mm_in_plane=None if prob.voxel_mm is None else round(prob.voxel_mm, 4),
                   uncertainty_unmeasured_noise_std=(None if unmeasured_std is None
                                                     else [float(f"{v:.4g}") for v in unmeasured_std]),
                   input_kind="kspace" if use_kspace else "image",

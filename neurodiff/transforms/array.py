@@ -8,7 +8,7 @@ import torch
 from monai.transforms import Randomizable, Transform
 
 from ..mri import fft2c, hard_project, ifft2c, sampling_mask
-from ..mri.posterior import calibrated_std, sample_posterior_slices
+from ..mri.posterior import calibrated_std, calibration_scale, in_plane_voxel_mm, sample_posterior_slices
 from ..nets import divisor
 from ..weights import Model, load_model
 
@@ -74,7 +74,9 @@ class DiffusionReconstruct(Transform):
             canvas=tuple(self.model.card.get("training", {}).get("image_size", (0, 0))),
         )
         cal = self.model.card.get("calibration", {})
-        std = calibrated_std(post.mag_std, float(cal.get("std_scale", 1.0)), float(cal.get("smooth_voxels", 0.0)))
+        affine = getattr(zerofilled, "affine", None)  # a MetaTensor's geometry picks the calibration scale
+        voxel = None if affine is None else in_plane_voxel_mm(affine)
+        std = calibrated_std(post.mag_std, calibration_scale(cal, voxel), float(cal.get("smooth_voxels", 0.0)))
         return _unslice(post.mag_mean, shape), _unslice(std, shape)
 
 

@@ -1,8 +1,12 @@
-"""Posterior summaries: the uncertainty calibration transform."""
+"""Posterior summaries: the uncertainty calibration and its scale by voxel size."""
 
+import math
+
+import numpy as np
+import pytest
 import torch
 
-from neurodiff.mri.posterior import calibrated_std
+from neurodiff.mri.posterior import calibrated_std, calibration_scale, in_plane_voxel_mm
 
 
 def test_calibrated_std_scale_and_smoothing():
@@ -15,6 +19,27 @@ def test_calibrated_std_scale_and_smoothing():
     assert out[0, 7, 8] > 0 and out[0, 7, 7] < 1  # spread to neighbours
     assert torch.allclose((out**2).sum(), torch.tensor(1.0), atol=1e-3)  # variance is conserved
     assert (out[:, :, :] >= 0).all() and out.shape == spike.shape
+
+
+def test_calibration_scale_by_voxel_size():
+    """Interpolated in log voxel size between the fitted resolutions, constant beyond them; the pooled scale for
+    unknown geometry or a card without a table."""
+    cal = {"std_scale": 1.8, "std_scale_by_voxel_mm": [[2.0, 1.5], [1.0, 2.5]]}
+    assert calibration_scale(cal, 2.0) == pytest.approx(1.5) and calibration_scale(cal, 1.0) == pytest.approx(2.5)
+    assert calibration_scale(cal, math.sqrt(2.0)) == pytest.approx(2.0)  # halfway in log
+    assert calibration_scale(cal, 3.3) == pytest.approx(1.5) and calibration_scale(cal, 0.5) == pytest.approx(2.5)
+    assert calibration_scale(cal, None) == 1.8 and calibration_scale({"std_scale": 1.7}, 1.0) == 1.7
+    assert calibration_scale({}, 1.0) == 1.0
+
+
+def test_in_plane_voxel_mm():
+    affine = np.diag([0.5, 2.0, 3.0, 1.0])
+    assert in_plane_voxel_mm(affine) == pytest.approx(1.0)  # slices along the third axis
+    assert in_plane_voxel_mm(affine, slice_axis=0) == pytest.approx(math.sqrt(6.0))
+    rotated = np.eye(4)
+    rotated[:3, :3] = [[0, 0, 1.2], [0, 1.2, 0], [-1.2, 0, 0]]  # axes permuted and flipped: same sizes
+    assert in_plane_voxel_mm(rotated) == pytest.approx(1.2)
+    assert in_plane_voxel_mm(np.diag([0.0, 1.0, 1.0, 1.0])) is None
 
 
 def test_centred_flip_commutes_with_the_centred_fft():

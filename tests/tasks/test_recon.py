@@ -25,6 +25,20 @@ def test_complex_image_recon_is_data_consistent(untrained_recon_model):
     assert res.params["uncertainty_unmeasured_noise_std"] is None  # image input: the card's calibration covers it
 
 
+def test_uncertainty_scale_follows_the_voxel_size(untrained_recon_model):
+    """A card calibrated at several resolutions scales the spread by the scan's in-plane voxel size (2 mm here)."""
+    from neurodiff.weights import load_model
+
+    model = load_model(untrained_recon_model)
+    model.card["calibration"] = {"std_scale": 1.0, "std_scale_by_voxel_mm": [[1.0, 3.0], [2.0, 2.0]]}
+    kw = dict(slices="40:41", samples=2, steps=1, device="cpu", seed=3)
+    res = reconstruct(EXAMPLE, model=model, **kw)
+    assert res.params["voxel_mm_in_plane"] == pytest.approx(2.0) and res.params["uncertainty_scale"] == 2.0
+    model.card["calibration"] = {"std_scale": 1.0}
+    plain = reconstruct(EXAMPLE, model=model, **kw)
+    np.testing.assert_allclose(res.uncertainty, 2.0 * plain.uncertainty, rtol=1e-5, atol=1e-6)
+
+
 def test_outputs_keep_geometry_and_subset_affine(untrained_recon_model, tmp_path):
     res = reconstruct(EXAMPLE, slices="40:42", samples=2, steps=2, model=untrained_recon_model, device="cpu",
                       save_samples=True)
