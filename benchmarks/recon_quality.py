@@ -87,7 +87,8 @@ def unseen_contrasts(data: Path) -> list[Volume]:
 TEST_SETS = {  # --test-set: (volumes, description, file suffix)
     "nichart": (lambda d: volumes(d, TEST_SUBJECTS), f"test subjects {TEST_SUBJECTS} (T1+FLAIR, 2 mm)", ""),
     "1mm": (one_mm, "Colin27 T1 + niivue FLAIR (1 mm)", "_1mm"),
-    "contrast": (unseen_contrasts, f"unseen contrasts: T2-like from the T1 of {TEST_SUBJECTS}, niivue GRE", "_contrast"),
+    "contrast": (unseen_contrasts, f"unseen contrasts: T2-like from the T1 of {TEST_SUBJECTS}, niivue GRE",
+                 "_contrast"),
 }
 
 
@@ -105,7 +106,8 @@ def run_neurodiff(stack: np.ndarray, voxel: float, accel: float, cf: float, seed
         zf = ifft2c(fft2c(torch.from_numpy(np.moveaxis(stack, 2, 0)).to(torch.complex64)) * torch.from_numpy(mask))
         return {"recon": zf.abs().numpy(), "std": np.zeros(zf.shape, np.float32), "zf": zf.numpy(), "mask": mask,
                 "seconds": 0.0}
-    res = reconstruct(nib.Nifti1Image(stack, np.diag([voxel, voxel, 1.0, 1.0])), accel=accel, center_fraction=cf, seed=seed,
+    img = nib.Nifti1Image(stack, np.diag([voxel, voxel, 1.0, 1.0]))
+    res = reconstruct(img, accel=accel, center_fraction=cf, seed=seed,
                       samples=args.samples, steps=args.steps, eta=args.eta, views=args.views, model=model,
                       device=args.device)
     to_s = lambda a: np.moveaxis(a, 2, 0)  # noqa: E731
