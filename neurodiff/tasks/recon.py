@@ -401,7 +401,7 @@ def reconstruct(
     mag = mag + prob.offset  # back to the input's intensities (0 unless a real image was shifted)
     std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
     unmeasured_std = None
-    if prob.noise_std is not None and not prob.fully_sampled:
+    if prob.noise_std is not None and not prob.fully_sampled and samples > 1:  # (one sample: no uncertainty)
         unmeasured_std = unmeasured_noise_std(prob.noise_std, float(prob.mask.mean()))
         std = np.sqrt(std**2 + unmeasured_std[:, None, None] ** 2)
     zf = prob.zf.numpy()
