@@ -17,7 +17,14 @@ from neurodiff.mri.raw import KSpace
 MIN_SAMPLES_PER_COIL = 4  # fewer noise samples per coil than this give too unstable a covariance to whiten with
 
 
-def whitening_matrix(noise: np.ndarray) -> np.ndarray:
+def noise_covariance(noise: np.ndarray) -> np.ndarray:
+    """Coil noise covariance ``Sigma`` ``(C, C)`` (complex128) of noise-only samples ``(C, N)``."""
+    noise = np.asarray(noise, dtype=np.complex128)
+    noise = noise - noise.mean(axis=1, keepdims=True)
+    return noise @ noise.conj().T / noise.shape[1]
+
+
+def whitening_matrix(cov: np.ndarray) -> np.ndarray:
     """Matrix ``W`` that whitens coil noise: ``W Sigma W^H = mean(diag Sigma) I``.
 
     ``W = sqrt(mean(diag Sigma)) L^{-1}`` with ``Sigma = L L^H`` (Cholesky), so the whitened noise of every coil
@@ -25,8 +32,8 @@ def whitening_matrix(noise: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    noise : ndarray, shape (C, N), complex
-        ``N`` noise-only samples of each of ``C`` coils.
+    cov : ndarray, shape (C, C), complex
+        Coil noise covariance (:func:`noise_covariance`).
 
     Returns
     -------
@@ -38,9 +45,6 @@ def whitening_matrix(noise: np.ndarray) -> np.ndarray:
     numpy.linalg.LinAlgError
         If the covariance is not positive definite (a dead coil, or fewer samples than coils).
     """
-    noise = np.asarray(noise, dtype=np.complex128)
-    noise = noise - noise.mean(axis=1, keepdims=True)
-    cov = noise @ noise.conj().T / noise.shape[1]
     chol = np.linalg.cholesky(cov)  # LinAlgError (a ValueError) if not positive definite
     return np.sqrt(np.real(np.trace(cov)) / len(cov)) * np.linalg.inv(chol)
 
@@ -70,11 +74,11 @@ def prewhiten(kspace: KSpace) -> tuple[KSpace, dict]:
     if noise.shape[0] != c or n < MIN_SAMPLES_PER_COIL * c:
         return kspace, {"prewhitened": False, "noise_samples": n,
                         "reason": f"noise scan has {noise.shape[0]} coils x {n} samples for {c} coils"}
+    cov = noise_covariance(noise)
     try:
-        w = whitening_matrix(noise)
+        w = whitening_matrix(cov)
     except np.linalg.LinAlgError:
         return kspace, {"prewhitened": False, "noise_samples": n, "reason": "singular noise covariance"}
-    cov = np.cov(noise)
     corr = np.abs(cov) / np.sqrt(np.outer(np.diag(cov).real, np.diag(cov).real))
     w = w.astype(np.complex64)
     data = np.stack([np.einsum("ij,jhw->ihw", w, d) for d in kspace.data])  # slice by slice: no big temporary

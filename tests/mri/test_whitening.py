@@ -6,7 +6,7 @@ import torch
 
 from neurodiff.mri import MultiCoil, estimate_sensitivities, fft2c
 from neurodiff.mri.raw import KSpace
-from neurodiff.mri.whitening import prewhiten, whitening_matrix
+from neurodiff.mri.whitening import noise_covariance, prewhiten, whitening_matrix
 
 COILS = 4
 MIXING = np.array([[1.0, 0, 0, 0], [0.8, 0.6, 0, 0], [0.5, 0.5, 1.5, 0], [0.2, 0.7, 0.3, 3.0]])  # correlated, unequal
@@ -20,7 +20,7 @@ def _noise(shape, rng):
 
 def test_whitening_matrix_makes_noise_white_at_the_average_level():
     noise = _noise((20000,), np.random.default_rng(0))
-    w = whitening_matrix(noise)
+    w = whitening_matrix(noise_covariance(noise))
     cov = np.cov(w @ noise)
     level = np.trace(np.cov(noise)).real / COILS
     np.testing.assert_allclose(cov, level * np.eye(COILS), atol=0.03 * level)
@@ -79,4 +79,4 @@ def test_prewhiten_keeps_the_sampling_and_says_when_it_cannot():
 
 def test_whitening_matrix_rejects_a_singular_covariance():
     with pytest.raises(np.linalg.LinAlgError):
-        whitening_matrix(_noise((1,), np.random.default_rng(3)))
+        whitening_matrix(noise_covariance(_noise((1,), np.random.default_rng(3))))
