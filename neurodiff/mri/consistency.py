@@ -164,12 +164,14 @@ def noisy_copies(
 
 
 def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor) -> float:
-    """Variance ``sigma^2`` of one complex k-space sample's noise, from the sampled k-space corners.
+    """Variance ``sigma^2`` of one complex k-space sample's noise, from the outermost sampled k-space.
 
-    The median magnitude of the sampled values in each corner (outer sixteenth of each axis, where a brain's
-    signal has died out) gives ``sigma^2 = median^2 / ln 2`` (``|n|^2`` of complex Gaussian noise is exponential);
-    the quietest corner is taken, as an object's edges can still put signal into the others. Where no corner holds
-    16 sampled values (sparse variable-density patterns) the four corners are pooled.
+    In each quadrant of k-space the sampled values farthest from the centre (elliptical radius ``sqrt((2 ky / H)^2 +
+    (2 kx / W)^2)``; the outer 1/64 of the quadrant's samples, at least 64), where a brain's signal has died out,
+    give ``sigma^2 = median^2 / ln 2`` (``|n|^2`` of complex Gaussian noise is exponential); the quietest quadrant is
+    taken, as an object's edges can still put signal into the others. On a full rectangular grid these are the
+    corners; on elliptical or zero-padded (interpolated) k-space, whose corners hold nothing, the rim of what was
+    measured.
 
     Parameters
     ----------
@@ -181,18 +183,23 @@ def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor)
     Returns
     -------
     float
-        ``sigma^2`` in the k-space's units squared; 0 when the corners hold fewer than 16 sampled values.
+        ``sigma^2`` in the k-space's units squared; 0 when no quadrant holds 64 sampled values.
     """
     h, w = kspace.shape[-2:]
     m = torch.as_tensor(mask).bool().cpu()
     check_mask(m, tuple(kspace.shape))
-    eh, ew = max(2, h // 16), max(2, w // 16)
-    corners = [kspace[:, rows, cols][:, m[rows, cols]].abs().flatten()
-               for rows in (slice(0, eh), slice(h - eh, h)) for cols in (slice(0, ew), slice(w - ew, w))]
-    medians = [float(v.median()) for v in corners if v.numel() >= 16]
-    pooled = torch.cat(corners)
-    if not medians and pooled.numel() >= 16:
-        medians = [float(pooled.median())]
+    ky = (torch.arange(h) - h // 2).float()[:, None] / (h / 2)
+    kx = (torch.arange(w) - w // 2).float()[None, :] / (w / 2)
+    radius = (ky**2 + kx**2).expand(h, w)
+    values = kspace.abs().cpu()
+    medians = []
+    for quadrant in ((ky < 0) & (kx < 0), (ky < 0) & (kx >= 0), (ky >= 0) & (kx < 0), (ky >= 0) & (kx >= 0)):
+        sel = quadrant & m
+        n = int(sel.sum())
+        if n < 64:
+            continue
+        outer = radius[sel].topk(max(64, n // 64)).indices
+        medians.append(float(values[:, sel][:, outer].median()))
     return min(medians) ** 2 / math.log(2) if medians else 0.0
 
 

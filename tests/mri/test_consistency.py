@@ -86,9 +86,24 @@ def test_snr_damping_reads_the_noise_from_kspace_corners():
     sparse[::5, ::5] = True
     sparse[h // 2 - 8:h // 2 + 8, w // 2 - 8:w // 2 + 8] = True
     assert kspace_noise_variance(((signal + noise) * sparse)[:1], sparse) == pytest.approx(sigma**2, rel=0.3)
-    centre_only = torch.zeros(h, w, dtype=torch.bool)
-    centre_only[h // 2 - 8:h // 2 + 8, :] = True  # nothing sampled in the corners: the noise cannot be read
-    assert kspace_noise_variance(k * centre_only, centre_only) == 0.0
+    band = torch.zeros(h, w, dtype=torch.bool)
+    band[h // 2 - 8:h // 2 + 8, :] = True  # a calibration band: read at its readout ends
+    assert kspace_noise_variance(k * band, band) == pytest.approx(sigma**2, rel=0.3)
+    tiny = torch.zeros(h, w, dtype=torch.bool)
+    tiny[h // 2 - 6:h // 2 + 6, w // 2 - 6:w // 2 + 6] = True  # too few samples: the noise cannot be read
+    assert kspace_noise_variance(k * tiny, tiny) == 0.0
+
+
+def test_kspace_noise_is_read_where_elliptical_or_zero_padded_kspace_ends():
+    h, w, sigma = 256, 192, 0.05
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    signal = torch.exp(-(yy**2 + xx**2) * 200).to(torch.complex64) * 50
+    k = signal + sigma * _rand((2, h, w), 3)
+    ellipse = yy**2 + xx**2 <= 1  # elliptical scanning: the corners hold nothing
+    assert kspace_noise_variance(k * ellipse, ellipse) == pytest.approx(sigma**2, rel=0.15)
+    padded = torch.zeros(h, w, dtype=torch.bool)  # zero-padded (interpolated) k-space: the measured block's corners
+    padded[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
+    assert kspace_noise_variance(k * padded, padded) == pytest.approx(sigma**2, rel=0.15)
 
 
 @pytest.mark.parametrize("h, w", [(9, 11), (10, 11), (9, 12)])
