@@ -145,8 +145,8 @@ class _Problem:
     # fits its own noisy copy of the data; the reconstruction is then the magnitude of the complex mean)
     final_for: Callable[[int, int], Projection] | None = None
     offset: float = 0.0  # added back to magnitude outputs (a real image with negative values was shifted by -offset)
-    # measured k-space: (S,) noise std of one k-space sample, read from the outermost samples; the noise a fully sampled scan
-    # would carry in the unmeasured k-space is added to the uncertainty
+    # measured k-space: (S,) noise std of one k-space sample, read from the outermost samples; the noise a fully
+    # sampled scan would carry in the unmeasured k-space is added to the uncertainty
     noise_std: np.ndarray | None = None
     voxel_mm: float | None = None  # in-plane voxel size (geometric mean), when known: picks the calibration scale
 
@@ -332,7 +332,8 @@ def reconstruct(
     dc_weight
         Data-consistency weight on measured k-space (single coil): ``inf`` replaces it by the data (noiseless
         data), a finite ``w`` blends ``(F x + w y) / (1 + w)`` for noisy data. Multi-coil data use conjugate
-        gradients damped by the noise level read from the outermost k-space samples (:func:`~neurodiff.mri.snr_damping`).
+        gradients damped by the noise level read from the outermost k-space samples
+        (:func:`~neurodiff.mri.snr_damping`).
     model
         Shipped model name, a user model path, or a loaded :class:`~neurodiff.weights.Model`: a conditional model
         (card task ``recon``) or an unconditional prior (``recon-prior``: prior-only sampling).
