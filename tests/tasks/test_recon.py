@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri import fft2c
+from neurodiff.mri import fft2c, kspace_noise_variance
 from neurodiff.tasks.recon import output_paths, parse_slices, reconstruct, write
 
 from ..conftest import DATA, EXAMPLE
@@ -151,6 +151,8 @@ def test_zero_padded_kspace_undersampled_retrospectively(untrained_recon_model, 
                       model=untrained_recon_model, device="cpu")
     assert not res.mask[:6].any() and 0.4 < res.mask.mean() < 0.5
     assert res.metrics["zerofilled"]["psnr"] > 15
+    whole = kspace_noise_variance(torch.from_numpy(k[0, :, 6:]), np.ones(k.shape[-2:], bool)[6:]) ** 0.5
+    assert res.params["kspace_noise_std"][0] == pytest.approx(whole, rel=0.2)  # read where the padding ends
     write_cfl(tmp_path / "under.cfl", k * res.mask[None, None, :, :, 0])
     with pytest.raises(InputError, match="already undersampled"):
         reconstruct(tmp_path / "under.cfl", accel=2, model=untrained_recon_model, device="cpu")
