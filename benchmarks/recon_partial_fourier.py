@@ -104,7 +104,7 @@ def main() -> None:
                 rows.append({**base, "method": "POCS (30 it.)", **slice_metrics(ref, est), **clean(est)})
             u = res.metrics["uncertainty"]
             rows.append({**base, "method": "neurodiff", **res.metrics["recon"],
-                         **clean(np.moveaxis(res.recon, 2, 0)), "coverage90": u["coverage90"],
+                         **clean(np.abs(np.moveaxis(res.recon, 2, 0))), "coverage90": u["coverage90"],
                          "spearman": u["spearman"]})
             print(name, mask_name, f"{res.metrics['recon']['psnr']:.2f}", flush=True)
     df = pd.DataFrame(rows)

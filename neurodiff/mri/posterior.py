@@ -6,6 +6,7 @@ Samples are drawn as one batch (samples x slices); the mean and spread are accum
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -301,3 +302,59 @@ def calibrated_std(std: torch.Tensor, scale: float = 1.0, smooth: float = 0.0) -
         var = gaussian_filter(std.double().numpy() ** 2, sigma=(0, smooth, smooth))
         std = torch.from_numpy(var).sqrt().to(std.dtype)
     return std * scale
+
+
+def kspace_share_noise_std(noise_std: np.ndarray, fraction: float) -> np.ndarray:
+    """Std of the magnitude noise that complex k-space noise on a ``fraction`` of k-space puts into the image.
+
+    With the orthonormal FFT (and, for coil combinations, sensitivities of unit root-sum-of-squares) complex
+    k-space noise of variance ``sigma^2`` per sample is image noise of variance ``sigma^2`` per voxel; a fraction
+    ``f`` of the samples carries ``f sigma^2`` of it, and half of a complex variance lies along the image's phase,
+    in its magnitude. For the unmeasured fraction ``1 - f`` this is the noise a fully sampled image holds that no
+    reconstruction can know; for the measured fraction ``f``, the spread the samples' noise draws add.
+
+    Parameters
+    ----------
+    noise_std : ndarray, shape (S,)
+        Noise std ``sigma`` of one complex k-space sample per slice (``kspace_noise_variance``), data units.
+    fraction : float
+        Fraction of k-space, in [0, 1].
+
+    Returns
+    -------
+    ndarray, shape (S,)
+        ``sigma sqrt(fraction / 2)``, image units.
+    """
+    return np.asarray(noise_std, dtype=float) * math.sqrt(fraction / 2.0)
+
+
+def measured_kspace_std(mag_std: torch.Tensor, noise_std: np.ndarray, sampled_fraction: float,
+                        scale: float = 1.0, smooth: float = 0.0) -> torch.Tensor:
+    """Uncertainty map of a reconstruction from measured (noisy) k-space, against the fully sampled image.
+
+    The calibration (``scale``, ``smooth``: :func:`calibrated_std`) was fitted on the model's spread, so it scales
+    only that: the spread the samples' noise draws on the measured k-space add (each sample fits its own noisy
+    copy of the data; their mean fits the data, as the fully sampled image does) is taken out first, and the noise
+    the fully sampled image holds in the k-space left out, which no reconstruction can know, goes in unscaled:
+    ``sqrt(scale^2 smooth(s^2 - d^2)_+ + u^2)``, ``d`` and ``u`` from :func:`kspace_share_noise_std` for the
+    measured and the unmeasured fraction.
+
+    Parameters
+    ----------
+    mag_std : Tensor, shape (S, H, W)
+        Std of the samples' magnitudes, image units.
+    noise_std : ndarray, shape (S,)
+        Noise std of one complex k-space sample per slice, image units.
+    sampled_fraction : float
+        Fraction of k-space measured.
+    scale, smooth : float
+        The model card's calibration.
+
+    Returns
+    -------
+    Tensor, shape (S, H, W)
+    """
+    draws, unmeasured = (torch.from_numpy(kspace_share_noise_std(noise_std, f)).to(mag_std.dtype)[:, None, None]
+                         for f in (sampled_fraction, 1.0 - sampled_fraction))
+    model = calibrated_std((mag_std**2 - draws**2).clamp(min=0).sqrt(), scale, smooth)
+    return (model**2 + unmeasured**2).sqrt()

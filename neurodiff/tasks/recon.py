@@ -30,7 +30,8 @@ from ..mri import (
 from ..mri.masks import is_full_block
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
 from ..mri.posterior import (
-    Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, sample_posterior_slices, sample_views,
+    Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, kspace_share_noise_std,
+    measured_kspace_std, sample_posterior_slices, sample_views,
 )
 from ..mri.whitening import prewhiten
 from ..nets import divisor
@@ -267,7 +268,7 @@ def _kspace_problem(
     shape = (hw[0], hw[1], data.shape[0])
     _, record = load_image(nib.Nifti1Image(np.zeros(shape, np.float32), affine), ndim=(3,))
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
-    info = {"slice_range": [sl.start, sl.stop], "kspace_noise_std": [float(f"{v:.4g}") for v in noise_std],
+    info = {"slice_range": [sl.start, sl.stop], "kspace_noise_std": _rounded(noise_std),
             "axes": list(ks.axes)}
     if ks.voxel_size is None:
         info["geometry"] = "unknown (the file has no header): 1 mm voxels assumed, readout oversampling kept"
@@ -400,11 +401,13 @@ def reconstruct(
     mean = post.mean.numpy()
     mag = np.abs(mean) if prob.final_for is not None else post.mag_mean.numpy()  # (perturbed samples: unbiased)
     mag = mag + prob.offset  # back to the input's intensities (0 unless a real image was shifted)
-    std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
-    unmeasured_std = None
+    unmeasured_std = draws_std = None
     if prob.noise_std is not None and not prob.fully_sampled and samples > 1:  # (one sample: no uncertainty)
-        unmeasured_std = unmeasured_noise_std(prob.noise_std, float(prob.mask.mean()))
-        std = np.sqrt(std**2 + unmeasured_std[:, None, None] ** 2)
+        f = float(prob.mask.mean())
+        draws_std, unmeasured_std = (kspace_share_noise_std(prob.noise_std, v) for v in (f, 1.0 - f))
+        std = measured_kspace_std(post.mag_std, prob.noise_std, f, std_scale, std_smooth).numpy()
+    else:
+        std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
     zf = prob.zf.numpy()
     zf_mag = np.abs(zf) + prob.offset
     recon = mean.astype(np.complex64) if prob.complex_output else mag.astype(np.float32)
@@ -439,8 +442,8 @@ def reconstruct(
                   sampler=sampler, device=str(dev), model=model_name, model_version=version,
                   uncertainty_scale=round(std_scale, 4), uncertainty_smoothing_voxels=std_smooth,
                   voxel_mm_in_plane=None if prob.voxel_mm is None else round(prob.voxel_mm, 4),
-                  uncertainty_unmeasured_noise_std=(None if unmeasured_std is None
-                                                    else [float(f"{v:.4g}") for v in unmeasured_std]),
+                  uncertainty_unmeasured_noise_std=_rounded(unmeasured_std),
+                  uncertainty_noise_draws_std=_rounded(draws_std),
                   input_kind="kspace" if use_kspace else "image",
                   sampled_fraction=float(prob.mask.mean()), **prob.info)
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,
@@ -449,27 +452,8 @@ def reconstruct(
 
 
 
-def unmeasured_noise_std(noise_std: np.ndarray, sampled_fraction: float) -> np.ndarray:
-    """Std of the magnitude noise that the k-space a mask leaves out would have added to a fully sampled image.
-
-    With the orthonormal FFT (and, for coil combinations, sensitivities of unit root-sum-of-squares) complex
-    k-space noise of variance ``sigma^2`` per sample is image noise of variance ``sigma^2`` per voxel; the unmeasured
-    fraction ``1 - f`` of it is what no reconstruction can know, and half of a complex variance lies along the
-    image's phase, in its magnitude.
-
-    Parameters
-    ----------
-    noise_std : ndarray, shape (S,)
-        Noise std ``sigma`` of one complex k-space sample per slice (``kspace_noise_variance``), data units.
-    sampled_fraction : float
-        Fraction ``f`` of k-space sampled.
-
-    Returns
-    -------
-    ndarray, shape (S,)
-        ``sigma sqrt((1 - f) / 2)``, image units.
-    """
-    return np.asarray(noise_std, dtype=float) * math.sqrt((1.0 - sampled_fraction) / 2.0)
+def _rounded(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(f"{v:.4g}") for v in values]
 
 
 OUTPUTS = ("recon", "uncertainty", "zerofilled", "mask")

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurodiff.mri.posterior import calibrated_std, calibration_scale, in_plane_voxel_mm
+from neurodiff.mri.posterior import (
+    calibrated_std, calibration_scale, in_plane_voxel_mm, kspace_share_noise_std, measured_kspace_std,
+)
 
 
 def test_calibrated_std_scale_and_smoothing():
@@ -19,6 +21,22 @@ def test_calibrated_std_scale_and_smoothing():
     assert out[0, 7, 8] > 0 and out[0, 7, 7] < 1  # spread to neighbours
     assert torch.allclose((out**2).sum(), torch.tensor(1.0), atol=1e-3)  # variance is conserved
     assert (out[:, :, :] >= 0).all() and out.shape == spike.shape
+
+
+def test_measured_kspace_std_scales_the_model_spread_not_the_noise():
+    """Only the model's spread is scaled: the noise draws' spread (sigma sqrt(f / 2)) comes out, the unmeasured
+    k-space's noise (sigma sqrt((1 - f) / 2)) goes in unscaled."""
+    sigma, f, scale = np.array([2.0, 0.0]), 0.25, 3.0
+    draws, unmeasured = kspace_share_noise_std(sigma, f), kspace_share_noise_std(sigma, 1 - f)
+    np.testing.assert_allclose(draws, [2.0 * math.sqrt(0.125), 0.0])
+    np.testing.assert_allclose(unmeasured, [2.0 * math.sqrt(0.375), 0.0])
+    model = torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]])  # (S, H, W): no model spread, unit model spread
+    spread = (model**2 + torch.from_numpy(draws).float()[:, None, None] ** 2).sqrt()
+    out = measured_kspace_std(spread, sigma, f, scale)
+    expect = (scale**2 * model**2 + torch.from_numpy(unmeasured).float()[:, None, None] ** 2).sqrt()
+    torch.testing.assert_close(out, expect)
+    below = measured_kspace_std(0.5 * spread, sigma, f, scale)  # less spread than the draws' alone: none left
+    assert below[0, 0, 0] == pytest.approx(unmeasured[0])
 
 
 def test_calibration_scale_by_voxel_size():

@@ -87,9 +87,12 @@ def test_twix_multicoil_kspace(untrained_recon_model):
     assert res.metrics["zerofilled"]["psnr"] > 15  # the fully sampled coil combination is the reference
     assert res.params["coil_noise"] == {"prewhitened": False, "reason": "no noise scan in the file"}
     # the noise a fully sampled scan would carry in the unmeasured half of k-space is part of the uncertainty
-    floor = res.params["kspace_noise_std"][0] * np.sqrt((1 - res.params["sampled_fraction"]) / 2)
+    sigma, f = res.params["kspace_noise_std"][0], res.params["sampled_fraction"]
+    floor = sigma * np.sqrt((1 - f) / 2)
     assert res.params["uncertainty_unmeasured_noise_std"][0] == pytest.approx(floor, rel=1e-3)
     assert res.uncertainty.min() >= floor * (1 - 1e-3)
+    # the noise draws' own spread is taken out before the calibration scales the model's spread
+    assert res.params["uncertainty_noise_draws_std"][0] == pytest.approx(sigma * np.sqrt(f / 2), rel=1e-3)
 
 
 def test_twix_noise_scan_prewhitens(twix_with_noise_scan):
