@@ -328,25 +328,22 @@ def kspace_share_noise_std(noise_std: np.ndarray, fraction: float) -> np.ndarray
     return np.asarray(noise_std, dtype=float) * math.sqrt(fraction / 2.0)
 
 
-def measured_kspace_std(mag_std: torch.Tensor, noise_std: np.ndarray, sampled_fraction: float,
+def measured_kspace_std(mag_std: torch.Tensor, draws_std: np.ndarray, unmeasured_std: np.ndarray,
                         scale: float = 1.0, smooth: float = 0.0) -> torch.Tensor:
     """Uncertainty map of a reconstruction from measured (noisy) k-space, against the fully sampled image.
 
     The calibration (``scale``, ``smooth``: :func:`calibrated_std`) was fitted on the model's spread, so it scales
-    only that: the spread the samples' noise draws on the measured k-space add (each sample fits its own noisy
-    copy of the data; their mean fits the data, as the fully sampled image does) is taken out first, and the noise
-    the fully sampled image holds in the k-space left out, which no reconstruction can know, goes in unscaled:
-    ``sqrt(scale^2 smooth(s^2 - d^2)_+ + u^2)``, ``d`` and ``u`` from :func:`kspace_share_noise_std` for the
-    measured and the unmeasured fraction.
+    only that: the spread ``d`` that the samples' noise draws on the measured k-space add (each sample fits its own
+    noisy copy of the data; their mean fits the data, as the fully sampled image does) is taken out first, and the
+    noise ``u`` the fully sampled image holds in the k-space left out, which no reconstruction can know, goes in
+    unscaled: ``sqrt(scale^2 smooth(s^2 - d^2)_+ + u^2)`` (both from :func:`kspace_share_noise_std`).
 
     Parameters
     ----------
     mag_std : Tensor, shape (S, H, W)
-        Std of the samples' magnitudes, image units.
-    noise_std : ndarray, shape (S,)
-        Noise std of one complex k-space sample per slice, image units.
-    sampled_fraction : float
-        Fraction of k-space measured.
+        Std ``s`` of the samples' magnitudes, image units.
+    draws_std, unmeasured_std : ndarray, shape (S,)
+        ``d`` and ``u`` per slice, image units.
     scale, smooth : float
         The model card's calibration.
 
@@ -354,7 +351,7 @@ def measured_kspace_std(mag_std: torch.Tensor, noise_std: np.ndarray, sampled_fr
     -------
     Tensor, shape (S, H, W)
     """
-    draws, unmeasured = (torch.from_numpy(kspace_share_noise_std(noise_std, f)).to(mag_std.dtype)[:, None, None]
-                         for f in (sampled_fraction, 1.0 - sampled_fraction))
+    draws, unmeasured = (torch.from_numpy(np.asarray(v, dtype=float)).to(mag_std.dtype)[:, None, None]
+                         for v in (draws_std, unmeasured_std))
     model = calibrated_std((mag_std**2 - draws**2).clamp(min=0).sqrt(), scale, smooth)
     return (model**2 + unmeasured**2).sqrt()

@@ -32,10 +32,10 @@ def test_measured_kspace_std_scales_the_model_spread_not_the_noise():
     np.testing.assert_allclose(unmeasured, [2.0 * math.sqrt(0.375), 0.0])
     model = torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]])  # (S, H, W): no model spread, unit model spread
     spread = (model**2 + torch.from_numpy(draws).float()[:, None, None] ** 2).sqrt()
-    out = measured_kspace_std(spread, sigma, f, scale)
+    out = measured_kspace_std(spread, draws, unmeasured, scale)
     expect = (scale**2 * model**2 + torch.from_numpy(unmeasured).float()[:, None, None] ** 2).sqrt()
     torch.testing.assert_close(out, expect)
-    below = measured_kspace_std(0.5 * spread, sigma, f, scale)  # less spread than the draws' alone: none left
+    below = measured_kspace_std(0.5 * spread, draws, unmeasured, scale)  # less spread than the draws': none left
     assert below[0, 0, 0] == pytest.approx(unmeasured[0])
 
 
