@@ -458,8 +458,8 @@ def reconstruct(
                        None if metrics is None else out(reference.astype(np.float32)))
 
 
-
 def _rounded(values: np.ndarray | None) -> list[float] | None:
+    """Per-slice values for the sidecar, 4 significant digits."""
     return None if values is None else [float(f"{v:.4g}") for v in values]
 
 
