@@ -33,12 +33,16 @@ class Posterior:
         Mean and standard deviation of the magnitude of the samples.
     samples
         ``(N, S, H, W)`` complex samples when kept, else None.
+    fit_std
+        Standard deviation of the magnitude of the samples fitted to the measured data itself: without the final
+        data consistency's noise draws (``final``), the model's own spread; ``mag_std`` when there were none.
     """
 
     mean: torch.Tensor
     mag_mean: torch.Tensor
     mag_std: torch.Tensor
     samples: torch.Tensor | None
+    fit_std: torch.Tensor
 
 
 # Symmetries of a slice's reconstruction problem by name: (transpose, flip axis 0, flip axis 1), in the order
@@ -170,8 +174,8 @@ def sample_posterior(
         batches.setdefault(net_shape, []).append((view, cond))
     n_done, calls = 0, 0
     mean = torch.zeros_like(zf)
-    mag_mean = torch.zeros(zf.shape, dtype=torch.float32, device=dev)
-    mag_m2 = torch.zeros_like(mag_mean)
+    # Welford accumulators of the magnitudes: of the final samples, and of the samples fitted to the data itself
+    mag_mean, mag_m2, fit_mean, fit_m2 = (torch.zeros(zf.shape, dtype=torch.float32, device=dev) for _ in range(4))
     kept = []
 
     def count(i: int, t: int, x: torch.Tensor, pred) -> None:
@@ -195,17 +199,25 @@ def sample_posterior(
         x_T = torch.randn((sum(v.n for v in views) * s, 2) + net_shape, generator=generator, device=dev)
         out = sample_ddim(denoiser, x_T, steps, cond=cond, eta=eta, consistency=consistency,
                           generator=generator, callback=count)
-        x = (final or project)(to_image(out))
-        for xi in x:  # Welford
+        x0 = to_image(out)
+        x = project(x0) if final is None else final(x0)
+        fitted = x if final is None else project(x0)
+        for xi, fi in zip(x, fitted):
             n_done += 1
             mean += (xi - mean) / n_done
-            d = xi.abs() - mag_mean
-            mag_mean += d / n_done
-            mag_m2 += d * (xi.abs() - mag_mean)
+            _welford(mag_mean, mag_m2, xi.abs(), n_done)
+            _welford(fit_mean, fit_m2, fi.abs(), n_done)
         if keep_samples:
             kept.append(x.cpu())
-    std = (mag_m2 / max(n_done - 1, 1)).sqrt()
-    return Posterior(mean.cpu(), mag_mean.cpu(), std.cpu(), torch.cat(kept) if keep_samples else None)
+    std, fit_std = ((m2 / max(n_done - 1, 1)).sqrt().cpu() for m2 in (mag_m2, fit_m2))
+    return Posterior(mean.cpu(), mag_mean.cpu(), std, torch.cat(kept) if keep_samples else None, fit_std)
+
+
+def _welford(mean: torch.Tensor, m2: torch.Tensor, value: torch.Tensor, n: int) -> None:
+    """Add the ``n``-th value to a running mean and sum of squared deviations, in place."""
+    d = value - mean
+    mean += d / n
+    m2 += d * (value - mean)
 
 
 def _network_shape(shape: tuple[int, int], canvas: tuple[int, int], multiple: int) -> tuple[int, int]:
@@ -256,6 +268,7 @@ def sample_posterior_slices(
     return Posterior(
         torch.cat([p.mean for p in parts]), torch.cat([p.mag_mean for p in parts]),
         torch.cat([p.mag_std for p in parts]), torch.cat([p.samples for p in parts], 1) if keep else None,
+        torch.cat([p.fit_std for p in parts]),
     )
 
 
@@ -310,8 +323,8 @@ def kspace_share_noise_std(noise_std: np.ndarray, fraction: float) -> np.ndarray
     With the orthonormal FFT (and, for coil combinations, sensitivities of unit root-sum-of-squares) complex
     k-space noise of variance ``sigma^2`` per sample is image noise of variance ``sigma^2`` per voxel; a fraction
     ``f`` of the samples carries ``f sigma^2`` of it, and half of a complex variance lies along the image's phase,
-    in its magnitude. For the unmeasured fraction ``1 - f`` this is the noise a fully sampled image holds that no
-    reconstruction can know; for the measured fraction ``f``, the spread the samples' noise draws add.
+    in its magnitude. For the unmeasured fraction this is the noise a fully sampled image holds that no
+    reconstruction can know.
 
     Parameters
     ----------
@@ -328,22 +341,22 @@ def kspace_share_noise_std(noise_std: np.ndarray, fraction: float) -> np.ndarray
     return np.asarray(noise_std, dtype=float) * math.sqrt(fraction / 2.0)
 
 
-def measured_kspace_std(mag_std: torch.Tensor, draws_std: np.ndarray, unmeasured_std: np.ndarray,
-                        scale: float = 1.0, smooth: float = 0.0) -> torch.Tensor:
+def measured_kspace_std(fit_std: torch.Tensor, unmeasured_std: np.ndarray, scale: float = 1.0,
+                        smooth: float = 0.0) -> torch.Tensor:
     """Uncertainty map of a reconstruction from measured (noisy) k-space, against the fully sampled image.
 
     The calibration (``scale``, ``smooth``: :func:`calibrated_std`) was fitted on the model's spread, so it scales
-    only that: the spread ``d`` that the samples' noise draws on the measured k-space add (each sample fits its own
-    noisy copy of the data; their mean fits the data, as the fully sampled image does) is taken out first, and the
-    noise ``u`` the fully sampled image holds in the k-space left out, which no reconstruction can know, goes in
-    unscaled: ``sqrt(scale^2 smooth(s^2 - d^2)_+ + u^2)`` (both from :func:`kspace_share_noise_std`).
+    only that: the spread of the samples fitted to the measured data itself (``Posterior.fit_std``; the noise
+    draws that each final sample fits on top add spread that the mean, fitted to the data as the fully sampled
+    image is, does not err by), and the noise ``u`` the fully sampled image holds in the k-space left out, which no
+    reconstruction can know, goes in unscaled: ``sqrt((scale smooth(fit_std))^2 + u^2)``.
 
     Parameters
     ----------
-    mag_std : Tensor, shape (S, H, W)
-        Std ``s`` of the samples' magnitudes, image units.
-    draws_std, unmeasured_std : ndarray, shape (S,)
-        ``d`` and ``u`` per slice, image units.
+    fit_std : Tensor, shape (S, H, W)
+        Spread of the samples' magnitudes without the noise draws, image units.
+    unmeasured_std : ndarray, shape (S,)
+        ``u`` per slice (:func:`kspace_share_noise_std` of the unmeasured fraction), image units.
     scale, smooth : float
         The model card's calibration.
 
@@ -351,7 +364,5 @@ def measured_kspace_std(mag_std: torch.Tensor, draws_std: np.ndarray, unmeasured
     -------
     Tensor, shape (S, H, W)
     """
-    draws, unmeasured = (torch.from_numpy(np.asarray(v, dtype=float)).to(mag_std.dtype)[:, None, None]
-                         for v in (draws_std, unmeasured_std))
-    model = calibrated_std((mag_std**2 - draws**2).clamp(min=0).sqrt(), scale, smooth)
-    return (model**2 + unmeasured**2).sqrt()
+    u = torch.from_numpy(np.asarray(unmeasured_std, dtype=float)).to(fit_std.dtype)[:, None, None]
+    return (calibrated_std(fit_std, scale, smooth) ** 2 + u**2).sqrt()

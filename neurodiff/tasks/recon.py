@@ -146,10 +146,8 @@ class _Problem:
     # fits its own noisy copy of the data; the reconstruction is then the magnitude of the complex mean)
     final_for: Callable[[int, int], Projection] | None = None
     offset: float = 0.0  # added back to magnitude outputs (a real image with negative values was shifted by -offset)
-    # measured k-space, (S,) each, image units: the magnitude spread the final samples' noise draws add (taken out
-    # of the spread before the calibration scales it) and the noise a fully sampled scan holds in the k-space the
-    # mask leaves out (added to the uncertainty unscaled); see mri.posterior.measured_kspace_std
-    draws_std: np.ndarray | None = None
+    # measured k-space, (S,) image units: the noise a fully sampled scan holds in the k-space the mask leaves out
+    # (added to the uncertainty unscaled; see mri.posterior.measured_kspace_std)
     unmeasured_std: np.ndarray | None = None
     voxel_mm: float | None = None  # in-plane voxel size (geometric mean), when known: picks the calibration scale
 
@@ -235,8 +233,6 @@ def _kspace_problem(
         def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y ([N,] S, 1, H, W)
             return soft_project(z, y[..., 0, :, :], mt, dc_weight)
 
-        gain = np.ones(len(data)) * (1.0 if math.isinf(dc_weight) else dc_weight / (1.0 + dc_weight))
-
         if full is not None:
             reference = ifft2c(full[:, 0]).abs().numpy()
     else:
@@ -245,7 +241,6 @@ def _kspace_problem(
         group = 1  # one slice per batch: each has its own sensitivities
 
         damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR, v) for d, v in zip(data, noise_var)]
-        gain = 1.0 / (1.0 + np.array(damping))  # of the data in the fit (exact for orthogonal coils)
 
         def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y ([N,] 1, C, H, W)
             return multicoil_project(z, y, mt, sens[a], MULTICOIL_CG_STEPS, damping[a])
@@ -284,7 +279,6 @@ def _kspace_problem(
         info["multicoil_damping"] = [round(d, 5) for d in damping]
         info["coil_noise"] = whitening
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for,
-                    draws_std=kspace_share_noise_std(noise_std, f) * gain,
                     unmeasured_std=kspace_share_noise_std(noise_std, max(support - f, 0.0)),
                     voxel_mm=None if ks.voxel_size is None else in_plane_voxel_mm(np.diag([*vox, 1.0])))
 
@@ -384,7 +378,8 @@ def reconstruct(
         raise InputError("the measured k-space is all zero: there is nothing to reconstruct")
     if prob.fully_sampled:
         post = Posterior(prob.zf, prob.zf.abs(), torch.zeros(prob.zf.shape),
-                         prob.zf[None].expand(samples, -1, -1, -1) if save_samples else None)
+                         prob.zf[None].expand(samples, -1, -1, -1) if save_samples else None,
+                         torch.zeros(prob.zf.shape))
         dev, sampler, model_name, version, std_scale, std_smooth = torch.device("cpu"), "none", None, None, 1.0, 0.0
     else:
         dev = resolve_device(device)
@@ -410,9 +405,9 @@ def reconstruct(
     mean = post.mean.numpy()
     mag = np.abs(mean) if prob.final_for is not None else post.mag_mean.numpy()  # (perturbed samples: unbiased)
     mag = mag + prob.offset  # back to the input's intensities (0 unless a real image was shifted)
-    noisy = prob.draws_std is not None and not prob.fully_sampled and samples > 1  # (one sample: no uncertainty)
+    noisy = prob.unmeasured_std is not None and not prob.fully_sampled and samples > 1  # (one sample: no spread)
     if noisy:
-        std = measured_kspace_std(post.mag_std, prob.draws_std, prob.unmeasured_std, std_scale, std_smooth).numpy()
+        std = measured_kspace_std(post.fit_std, prob.unmeasured_std, std_scale, std_smooth).numpy()
     else:
         std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
     zf = prob.zf.numpy()
@@ -450,7 +445,6 @@ def reconstruct(
                   uncertainty_scale=round(std_scale, 4), uncertainty_smoothing_voxels=std_smooth,
                   voxel_mm_in_plane=None if prob.voxel_mm is None else round(prob.voxel_mm, 4),
                   uncertainty_unmeasured_noise_std=_rounded(prob.unmeasured_std) if noisy else None,
-                  uncertainty_noise_draws_std=_rounded(prob.draws_std) if noisy else None,
                   input_kind="kspace" if use_kspace else "image",
                   sampled_fraction=float(prob.mask.mean()), **prob.info)
     return ReconResult(out(recon), out(std.astype(np.float32)), out(zfo), out(mask_vol), samples_out, prob.record,

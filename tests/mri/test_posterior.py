@@ -24,19 +24,37 @@ def test_calibrated_std_scale_and_smoothing():
 
 
 def test_measured_kspace_std_scales_the_model_spread_not_the_noise():
-    """Only the model's spread is scaled: the noise draws' spread (sigma sqrt(f / 2)) comes out, the unmeasured
-    k-space's noise (sigma sqrt((1 - f) / 2)) goes in unscaled."""
+    """The model's spread is scaled; the unmeasured k-space's noise (sigma sqrt((1 - f) / 2)) goes in unscaled."""
     sigma, f, scale = np.array([2.0, 0.0]), 0.25, 3.0
-    draws, unmeasured = kspace_share_noise_std(sigma, f), kspace_share_noise_std(sigma, 1 - f)
-    np.testing.assert_allclose(draws, [2.0 * math.sqrt(0.125), 0.0])
+    unmeasured = kspace_share_noise_std(sigma, 1 - f)
     np.testing.assert_allclose(unmeasured, [2.0 * math.sqrt(0.375), 0.0])
     model = torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]])  # (S, H, W): no model spread, unit model spread
-    spread = (model**2 + torch.from_numpy(draws).float()[:, None, None] ** 2).sqrt()
-    out = measured_kspace_std(spread, draws, unmeasured, scale)
     expect = (scale**2 * model**2 + torch.from_numpy(unmeasured).float()[:, None, None] ** 2).sqrt()
-    torch.testing.assert_close(out, expect)
-    below = measured_kspace_std(0.5 * spread, draws, unmeasured, scale)  # less spread than the draws': none left
-    assert below[0, 0, 0] == pytest.approx(unmeasured[0])
+    torch.testing.assert_close(measured_kspace_std(model, unmeasured, scale), expect)
+
+
+def test_fit_std_leaves_out_the_final_noise_draws():
+    """With a final projection that adds noise to each sample, ``mag_std`` holds it and ``fit_std`` (the samples
+    fitted to the data itself) does not."""
+    from neurodiff.mri import fft2c, ifft2c
+    from neurodiff.mri.consistency import soft_project
+    from neurodiff.mri.posterior import sample_posterior
+    from neurodiff.weights import build_denoiser
+
+    card = {"architecture": dict(size="tiny", in_channels=5, out_channels=2, residual_channels=[2, 3]),
+            "schedule": {"name": "cosine", "steps": 1000}, "prediction": "x0"}
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    image = 1 + torch.rand(1, 16, 16, generator=g).to(torch.complex64)
+    mask = torch.ones(16, 16, dtype=torch.bool)  # all of k-space measured: every fitted sample is the image
+    y = fft2c(image)
+    project = lambda z: soft_project(z, y, mask, float("inf"))  # noqa: E731
+    noisy = lambda z: project(z) + 0.3 * torch.randn(z.shape, generator=g)  # noqa: E731
+    post = sample_posterior(build_denoiser(card), ifft2c(y), mask, project, final=noisy, n_samples=6, steps=2,
+                            generator=g)
+    assert float(post.mag_std.mean()) > 0.1 and float(post.fit_std.max()) < 1e-4
+    plain = sample_posterior(build_denoiser(card), ifft2c(y), mask, project, n_samples=3, steps=2, generator=g)
+    assert torch.equal(plain.fit_std, plain.mag_std)
 
 
 def test_calibration_scale_by_voxel_size():
