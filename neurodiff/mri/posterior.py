@@ -341,22 +341,30 @@ def kspace_share_noise_std(noise_std: np.ndarray, fraction: float) -> np.ndarray
     return np.asarray(noise_std, dtype=float) * math.sqrt(fraction / 2.0)
 
 
-def measured_kspace_std(fit_std: torch.Tensor, unmeasured_std: np.ndarray, scale: float = 1.0,
-                        smooth: float = 0.0) -> torch.Tensor:
+def measured_kspace_std(mag_std: torch.Tensor, fit_std: torch.Tensor, measured_std: np.ndarray,
+                        unmeasured_std: np.ndarray, scale: float = 1.0, smooth: float = 0.0) -> torch.Tensor:
     """Uncertainty map of a reconstruction from measured (noisy) k-space, against the fully sampled image.
 
-    The calibration (``scale``, ``smooth``: :func:`calibrated_std`) was fitted on the model's spread, so it scales
-    only that: the spread of the samples fitted to the measured data itself (``Posterior.fit_std``; the noise
-    draws that each final sample fits on top add spread that the mean, fitted to the data as the fully sampled
-    image is, does not err by), and the noise ``u`` the fully sampled image holds in the k-space left out, which no
-    reconstruction can know, goes in unscaled: ``sqrt((scale smooth(fit_std))^2 + u^2)``.
+    Three parts, added as variances:
+
+    - the model's spread, the samples fitted to the measured data itself (``fit_std``), calibrated (``scale``,
+      ``smooth``: :func:`calibrated_std`, fitted on such spreads);
+    - the measurement noise as the reconstruction carries it, beyond what the fully sampled image shares: the
+      noise draws each final sample fits add the variance ``mag_std^2 - fit_std^2`` (the data's noise through the
+      data consistency: for multi-coil data amplified where the coils separate aliases poorly); the fully sampled
+      image holds the same measured noise, ``d^2`` in magnitude, so only the excess over it is error (none for
+      single-coil data, whose measured k-space the reconstruction keeps); smoothed like the spread, not scaled;
+    - the noise ``u`` the fully sampled image holds in the k-space left out, which no reconstruction can know.
+
+    ``std = sqrt((scale smooth(fit_std))^2 + smooth((mag_std^2 - fit_std^2 - d^2)_+) + u^2)``.
 
     Parameters
     ----------
-    fit_std : Tensor, shape (S, H, W)
-        Spread of the samples' magnitudes without the noise draws, image units.
-    unmeasured_std : ndarray, shape (S,)
-        ``u`` per slice (:func:`kspace_share_noise_std` of the unmeasured fraction), image units.
+    mag_std, fit_std : Tensor, shape (S, H, W)
+        Spread of the samples' magnitudes with and without the final noise draws (:class:`Posterior`), image units.
+    measured_std, unmeasured_std : ndarray, shape (S,)
+        ``d`` and ``u`` per slice (:func:`kspace_share_noise_std` of the measured and the unmeasured fraction),
+        image units.
     scale, smooth : float
         The model card's calibration.
 
@@ -364,5 +372,7 @@ def measured_kspace_std(fit_std: torch.Tensor, unmeasured_std: np.ndarray, scale
     -------
     Tensor, shape (S, H, W)
     """
-    u = torch.from_numpy(np.asarray(unmeasured_std, dtype=float)).to(fit_std.dtype)[:, None, None]
-    return (calibrated_std(fit_std, scale, smooth) ** 2 + u**2).sqrt()
+    d, u = (torch.from_numpy(np.asarray(v, dtype=float)).to(fit_std.dtype)[:, None, None]
+            for v in (measured_std, unmeasured_std))
+    excess = calibrated_std((mag_std**2 - fit_std**2 - d**2).clamp(min=0).sqrt(), 1.0, smooth)
+    return (calibrated_std(fit_std, scale, smooth) ** 2 + excess**2 + u**2).sqrt()

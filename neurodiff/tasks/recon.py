@@ -146,8 +146,9 @@ class _Problem:
     # fits its own noisy copy of the data; the reconstruction is then the magnitude of the complex mean)
     final_for: Callable[[int, int], Projection] | None = None
     offset: float = 0.0  # added back to magnitude outputs (a real image with negative values was shifted by -offset)
-    # measured k-space, (S,) image units: the noise a fully sampled scan holds in the k-space the mask leaves out
-    # (added to the uncertainty unscaled; see mri.posterior.measured_kspace_std)
+    # measured k-space, (S,) image units: the magnitude noise a fully sampled scan holds in the measured and in the
+    # unmeasured k-space (see mri.posterior.measured_kspace_std)
+    measured_std: np.ndarray | None = None
     unmeasured_std: np.ndarray | None = None
     voxel_mm: float | None = None  # in-plane voxel size (geometric mean), when known: picks the calibration scale
 
@@ -279,6 +280,7 @@ def _kspace_problem(
         info["multicoil_damping"] = [round(d, 5) for d in damping]
         info["coil_noise"] = whitening
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for,
+                    measured_std=kspace_share_noise_std(noise_std, f),
                     unmeasured_std=kspace_share_noise_std(noise_std, max(support - f, 0.0)),
                     voxel_mm=None if ks.voxel_size is None else in_plane_voxel_mm(np.diag([*vox, 1.0])))
 
@@ -407,7 +409,8 @@ def reconstruct(
     mag = mag + prob.offset  # back to the input's intensities (0 unless a real image was shifted)
     noisy = prob.unmeasured_std is not None and not prob.fully_sampled and samples > 1  # (one sample: no spread)
     if noisy:
-        std = measured_kspace_std(post.fit_std, prob.unmeasured_std, std_scale, std_smooth).numpy()
+        std = measured_kspace_std(post.mag_std, post.fit_std, prob.measured_std, prob.unmeasured_std, std_scale,
+                                  std_smooth).numpy()
     else:
         std = calibrated_std(post.mag_std, std_scale, std_smooth).numpy()
     zf = prob.zf.numpy()

@@ -24,13 +24,19 @@ def test_calibrated_std_scale_and_smoothing():
 
 
 def test_measured_kspace_std_scales_the_model_spread_not_the_noise():
-    """The model's spread is scaled; the unmeasured k-space's noise (sigma sqrt((1 - f) / 2)) goes in unscaled."""
+    """The model's spread is scaled; the noise goes in unscaled: the unmeasured k-space's (sigma sqrt((1 - f) / 2))
+    and the measured noise the draws carry beyond what the fully sampled image shares (sigma sqrt(f / 2))."""
     sigma, f, scale = np.array([2.0, 0.0]), 0.25, 3.0
-    unmeasured = kspace_share_noise_std(sigma, 1 - f)
+    measured, unmeasured = kspace_share_noise_std(sigma, f), kspace_share_noise_std(sigma, 1 - f)
     np.testing.assert_allclose(unmeasured, [2.0 * math.sqrt(0.375), 0.0])
+    col = lambda v: torch.from_numpy(v).float()[:, None, None]  # noqa: E731
     model = torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]])  # (S, H, W): no model spread, unit model spread
-    expect = (scale**2 * model**2 + torch.from_numpy(unmeasured).float()[:, None, None] ** 2).sqrt()
-    torch.testing.assert_close(measured_kspace_std(model, unmeasured, scale), expect)
+    shared = (model**2 + col(measured) ** 2).sqrt()  # draws that carry exactly the shared noise: no excess
+    expect = (scale**2 * model**2 + col(unmeasured) ** 2).sqrt()
+    torch.testing.assert_close(measured_kspace_std(shared, model, measured, unmeasured, scale), expect)
+    amplified = (model**2 + 5 * col(measured) ** 2).sqrt()  # noise amplified 5x in variance: 4x of it is error
+    expect = (scale**2 * model**2 + 4 * col(measured) ** 2 + col(unmeasured) ** 2).sqrt()
+    torch.testing.assert_close(measured_kspace_std(amplified, model, measured, unmeasured, scale), expect)
 
 
 def test_fit_std_leaves_out_the_final_noise_draws():
