@@ -4,7 +4,7 @@ Scanners skip up to 3/8 of the phase-encode lines on one side of k-space (partia
 conjugate symmetry of a nearly real image; raw files then reach ``neurodiff recon`` with that side zero, which the
 readers keep unsampled and the model (never trained on such masks) has to fill. Central slices of the test subjects
 (T1 + FLAIR, 2 mm) are given a smooth random phase (up to about pi across the slice, as MR images carry) and
-complex white noise as strong as the slice's own (read from its k-space corners: the phase-free magnitude would
+complex white noise as strong as the slice's own (read from its outermost k-space: the phase-free magnitude would
 be exactly conjugate-symmetric, which flatters POCS), and reconstructed as complex images from: partial Fourier
 alone (6/8, 5/8), 4x random lines, and both together. The classical baseline for partial Fourier is POCS
 (Haacke 1991): the phase of the symmetric centre imposed on the magnitude, then the measured lines put back,
@@ -76,7 +76,8 @@ def main() -> None:
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
-    rows, tmp = [], tempfile.TemporaryDirectory()
+    rows = []
+    tmp = tempfile.TemporaryDirectory()  # the mask files reconstruct() reads
     for name, vol, voxel in volumes(args.data, TEST_SUBJECTS):
         stack = central_slices(vol, args.slices_per_volume)  # (H, W, S)
         phase = np.stack([smooth_phase(stack.shape[:2], rng) for _ in range(stack.shape[2])], -1)
@@ -107,6 +108,7 @@ def main() -> None:
                          **clean(np.abs(np.moveaxis(res.recon, 2, 0))), "coverage90": u["coverage90"],
                          "spearman": u["spearman"]})
             print(name, mask_name, f"{res.metrics['recon']['psnr']:.2f}", flush=True)
+    tmp.cleanup()
     df = pd.DataFrame(rows)
     columns = ["psnr", "ssim", "nmse", "psnr_vs_clean", "coverage90", "spearman"]
     table = df.groupby(["mask", "method"], sort=False)[columns].mean().round(3)

@@ -169,9 +169,10 @@ def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor)
     In each quadrant of k-space the sampled values farthest from the centre (elliptical radius ``sqrt((2 ky / H)^2 +
     (2 kx / W)^2)``; the outer 1/64 of the quadrant's samples, at least 64), where a brain's signal has died out,
     give ``sigma^2 = median^2 / ln 2`` (``|n|^2`` of complex Gaussian noise is exponential); the quietest quadrant is
-    taken, as an object's edges can still put signal into the others. On a full rectangular grid these are the
-    corners; on elliptical or zero-padded (interpolated) k-space, whose corners hold nothing, the rim of what was
-    measured.
+    taken, as an object's edges can still put signal into the others. Only samples beyond half the radius count
+    (a fully sampled calibration centre alone says nothing about the noise). On a full rectangular grid these are
+    the corners; on elliptical or zero-padded (interpolated) k-space, whose corners hold nothing, the rim of what
+    was measured.
 
     Parameters
     ----------
@@ -183,18 +184,19 @@ def kspace_noise_variance(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor)
     Returns
     -------
     float
-        ``sigma^2`` in the k-space's units squared; 0 when no quadrant holds 64 sampled values.
+        ``sigma^2`` in the k-space's units squared; 0 when no quadrant holds 64 sampled values beyond half the
+        radius.
     """
     h, w = kspace.shape[-2:]
     m = torch.as_tensor(mask).bool().cpu()
     check_mask(m, tuple(kspace.shape))
     ky = (torch.arange(h) - h // 2).float()[:, None] / (h / 2)
     kx = (torch.arange(w) - w // 2).float()[None, :] / (w / 2)
-    radius = (ky**2 + kx**2).expand(h, w)
+    radius = ky**2 + kx**2  # squared
     values = kspace.abs().cpu()
     medians = []
     for quadrant in ((ky < 0) & (kx < 0), (ky < 0) & (kx >= 0), (ky >= 0) & (kx < 0), (ky >= 0) & (kx >= 0)):
-        sel = quadrant & m
+        sel = quadrant & m & (radius >= 0.25)  # beyond half-way out: a calibration block alone holds signal
         n = int(sel.sum())
         if n < 64:
             continue

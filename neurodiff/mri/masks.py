@@ -167,10 +167,28 @@ def is_full_block(mask: np.ndarray) -> bool:
     if block.all():
         return True
     h, w = block.shape
-    yy, xx = np.mgrid[:h, :w]
-    r2 = ((2 * yy + 1 - h) / h) ** 2 + ((2 * xx + 1 - w) / w) ** 2  # 1 on the inscribed ellipse
+    r2 = _ellipse_r2(h, w)
     inside, outside = block[r2 <= 0.8].all() and block[r2 <= 1].mean() > 0.98, block[r2 > 1.2].any()
     return bool(min(h, w) >= 8 and inside and not outside)
+
+
+def support_fraction(mask: np.ndarray) -> float:
+    """Fraction of k-space ``(H, W)`` that a full acquisition of this sampling's extent measures: the bounding box
+    of the sampled rows and columns (zero-padded edges left out), or the ellipse inscribed in it when nothing is
+    sampled outside that ellipse (elliptical scanning). Sparse masks whose outermost samples stop short of the
+    acquisition's extent give a lower bound."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return 0.0
+    block = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    r2 = _ellipse_r2(*block.shape)
+    return float((r2 <= 1).sum() if not block[r2 > 1.2].any() else block.size) / mask.size
+
+
+def _ellipse_r2(h: int, w: int) -> np.ndarray:
+    """``(h, w)`` squared radius relative to the ellipse inscribed in an ``h x w`` block (1 on the ellipse)."""
+    yy, xx = np.mgrid[:h, :w]
+    return ((2 * yy + 1 - h) / h) ** 2 + ((2 * xx + 1 - w) / w) ** 2
 
 
 def check_mask(mask: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> None:

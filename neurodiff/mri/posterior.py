@@ -309,12 +309,16 @@ def calibrated_std(std: torch.Tensor, scale: float = 1.0, smooth: float = 0.0) -
     """Uncertainty map from the sample std ``(S, H, W)``: the variance is averaged over neighbouring voxels with a
     Gaussian of ``smooth`` voxels in-plane (less noisy than from few samples alone), then the std is multiplied
     by ``scale``. Both come from the model card, fitted on calibration subjects."""
-    if smooth > 0:
-        from scipy.ndimage import gaussian_filter
+    return _smoothed(std**2, smooth).clamp(min=0).sqrt() * scale
 
-        var = gaussian_filter(std.double().numpy() ** 2, sigma=(0, smooth, smooth))
-        std = torch.from_numpy(var).sqrt().to(std.dtype)
-    return std * scale
+
+def _smoothed(var: torch.Tensor, smooth: float) -> torch.Tensor:
+    """``var`` ``(S, H, W)`` averaged in-plane with a Gaussian of ``smooth`` voxels (unchanged for 0)."""
+    if smooth <= 0:
+        return var
+    from scipy.ndimage import gaussian_filter
+
+    return torch.from_numpy(gaussian_filter(var.double().cpu().numpy(), sigma=(0, smooth, smooth))).to(var.dtype)
 
 
 def kspace_share_noise_std(noise_std: np.ndarray, fraction: float) -> np.ndarray:
@@ -353,10 +357,11 @@ def measured_kspace_std(mag_std: torch.Tensor, fit_std: torch.Tensor, measured_s
       noise draws each final sample fits add the variance ``mag_std^2 - fit_std^2`` (the data's noise through the
       data consistency: for multi-coil data amplified where the coils separate aliases poorly); the fully sampled
       image holds the same measured noise, ``d^2`` in magnitude, so only the excess over it is error (none for
-      single-coil data, whose measured k-space the reconstruction keeps); smoothed like the spread, not scaled;
+      single-coil data, whose measured k-space the reconstruction keeps); smoothed like the spread before the
+      excess is clipped at 0 (clipping the few-sample estimate first would bias it upwards), not scaled;
     - the noise ``u`` the fully sampled image holds in the k-space left out, which no reconstruction can know.
 
-    ``std = sqrt((scale smooth(fit_std))^2 + smooth((mag_std^2 - fit_std^2 - d^2)_+) + u^2)``.
+    ``std = sqrt(scale^2 smooth(fit_std^2) + (smooth(mag_std^2 - fit_std^2) - d^2)_+ + u^2)``.
 
     Parameters
     ----------
@@ -374,5 +379,5 @@ def measured_kspace_std(mag_std: torch.Tensor, fit_std: torch.Tensor, measured_s
     """
     d, u = (torch.from_numpy(np.asarray(v, dtype=float)).to(fit_std.dtype)[:, None, None]
             for v in (measured_std, unmeasured_std))
-    excess = calibrated_std((mag_std**2 - fit_std**2 - d**2).clamp(min=0).sqrt(), 1.0, smooth)
-    return (calibrated_std(fit_std, scale, smooth) ** 2 + excess**2 + u**2).sqrt()
+    excess = (_smoothed(mag_std**2 - fit_std**2, smooth) - d**2).clamp(min=0)
+    return (calibrated_std(fit_std, scale, smooth) ** 2 + excess + u**2).sqrt()

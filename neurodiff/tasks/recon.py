@@ -27,7 +27,7 @@ from ..mri import (
     MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_noise_variance, mask_from_kspace,
     multicoil_project, noisy_copies, read_kspace, sampling_mask, snr_damping, soft_project,
 )
-from ..mri.masks import is_full_block
+from ..mri.masks import is_full_block, support_fraction
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
 from ..mri.posterior import (
     Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, kspace_share_noise_std,
@@ -250,9 +250,10 @@ def _kspace_problem(
             ones = torch.ones(hw, dtype=torch.bool)
             reference = torch.stack([MultiCoil(ones, s).A_adjoint(f) for s, f in zip(sens, full)]).abs().numpy()
     noise_std = [v**0.5 for v in noise_var]
-    # the fully sampled scan measures what a retrospective mask was drawn from (zero-padded edges, elliptical
-    # corners stay empty), else all of k-space
-    f, support = float(mask.mean()), float(measured.mean()) if full is not None else 1.0
+    # the fully sampled scan measures what a retrospective mask was drawn from, else the sampling's extent
+    # (zero-padded edges and elliptical corners hold no noise)
+    f = float(mask.mean())
+    support = float(measured.mean()) if full is not None else support_fraction(mask)
     sigma = torch.tensor(noise_std)[:, None, None, None]  # (S, 1, 1, 1)
 
     def project_for(a: int, b: int) -> Projection:

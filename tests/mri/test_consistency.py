@@ -89,9 +89,9 @@ def test_snr_damping_reads_the_noise_from_kspace_corners():
     band = torch.zeros(h, w, dtype=torch.bool)
     band[h // 2 - 8:h // 2 + 8, :] = True  # a calibration band: read at its readout ends
     assert kspace_noise_variance(k * band, band) == pytest.approx(sigma**2, rel=0.3)
-    tiny = torch.zeros(h, w, dtype=torch.bool)
-    tiny[h // 2 - 6:h // 2 + 6, w // 2 - 6:w // 2 + 6] = True  # too few samples: the noise cannot be read
-    assert kspace_noise_variance(k * tiny, tiny) == 0.0
+    centre = torch.zeros(h, w, dtype=torch.bool)
+    centre[h // 2 - 16:h // 2 + 16, w // 2 - 16:w // 2 + 16] = True  # a calibration block alone: signal, not noise
+    assert kspace_noise_variance(k * centre, centre) == 0.0
 
 
 def test_kspace_noise_is_read_where_elliptical_or_zero_padded_kspace_ends():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri.masks import check_mask, is_full_block, mask_from_kspace, sampling_mask
+from neurodiff.mri.masks import check_mask, is_full_block, mask_from_kspace, sampling_mask, support_fraction
 
 KINDS = ["random", "equispaced", "poisson"]
 
@@ -96,3 +96,16 @@ def test_is_full_block():
     assert is_full_block(elliptical)
     assert not is_full_block(elliptical & sampling_mask(elliptical.shape, 4, 0.1, seed=0))
     assert not is_full_block(elliptical & sampling_mask(elliptical.shape, 3, 0.1, "poisson", seed=0))
+
+
+def test_support_fraction_leaves_out_padding_and_elliptical_corners():
+    padded = np.zeros((40, 30), bool)
+    padded[4:36, 3:27] = sampling_mask((32, 24), 4, 0.1, seed=0)  # undersampled inside zero-padded edges
+    rows, cols = np.flatnonzero(padded.any(1)), np.flatnonzero(padded.any(0))
+    box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    assert support_fraction(padded) == pytest.approx(box / padded.size)
+    yy, xx = np.mgrid[-1 : 1 : 40j, -1 : 1 : 30j]
+    ellipse = yy**2 + xx**2 <= 1
+    sparse = support_fraction(ellipse & sampling_mask(ellipse.shape, 3, 0.1, "poisson", seed=0))
+    assert ellipse.mean() - 0.08 < sparse <= ellipse.mean()  # (a sparse rim may not reach the ellipse's extent)
+    assert support_fraction(np.ones((8, 6), bool)) == 1.0 and support_fraction(np.zeros((8, 6), bool)) == 0.0

@@ -154,7 +154,7 @@ def test_zero_padded_kspace_undersampled_retrospectively(untrained_recon_model, 
     assert res.metrics["zerofilled"]["psnr"] > 15
     whole = kspace_noise_variance(torch.from_numpy(k[0, :, 6:]), np.ones(k.shape[-2:], bool)[6:]) ** 0.5
     assert res.params["kspace_noise_std"][0] == pytest.approx(whole, rel=0.2)  # read where the padding ends
-    left_out = 154 / 160 - res.params["sampled_fraction"]  # the padding is no noise the full scan holds
+    left_out = (k.shape[-2] - 6) / k.shape[-2] - res.params["sampled_fraction"]  # the padding holds no noise
     unmeasured = res.params["kspace_noise_std"][0] * np.sqrt(left_out / 2)
     assert res.params["uncertainty_unmeasured_noise_std"][0] == pytest.approx(unmeasured, rel=2e-3)
     write_cfl(tmp_path / "under.cfl", k * res.mask[None, None, :, :, 0])
