@@ -7,6 +7,7 @@ measured centred k-space ``y`` with a binary mask ``(H, W)``; they return an ima
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ import torch
 from neurodiff.errors import InputError
 from neurodiff.mri.masks import check_mask
 from neurodiff.mri.operators import MultiCoil, SingleCoil
+
+# x (N, S, H, W) complex image estimates in the data's units -> data-consistent estimates
+Projection = Callable[[torch.Tensor], torch.Tensor]
 
 
 def hard_project(x: torch.Tensor, y: torch.Tensor, mask: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -119,6 +123,28 @@ def multicoil_project(
         rr_new = dot(r, r)
         p, rr = r + rr_new / rr.clamp_min(torch.finfo(rr.dtype).tiny) * p, rr_new
     return x + torch.fft.fftshift(d, dim=(-2, -1))
+
+
+def phase_constrained(project: Projection, phase: torch.Tensor) -> Projection:
+    """Data consistency with a phase constraint, for partial Fourier: the estimate's magnitude takes ``phase``
+    (a low-resolution phase map from the symmetric centre of k-space) before ``project`` puts the measured data
+    back, so that the unmeasured side of k-space follows from the measured one by the conjugate symmetry of the
+    phase-corrected image (one POCS iteration, Haacke et al. 1991, per call).
+
+    Parameters
+    ----------
+    project : callable
+        Data consistency of ``(..., S, H, W)`` complex image estimates.
+    phase : Tensor, shape (S, H, W)
+        Phase (radians) of each slice.
+
+    Returns
+    -------
+    callable
+        ``x -> project(|x| exp(i phase))``.
+    """
+    unit = torch.polar(torch.ones_like(phase), phase)
+    return lambda x: project(x.abs() * unit.to(x.device))
 
 
 def noisy_copies(

@@ -185,6 +185,36 @@ def support_fraction(mask: np.ndarray) -> float:
     return float((r2 <= 1).sum() if not block[r2 > 1.2].any() else block.size) / mask.size
 
 
+def partial_fourier_axis(mask: np.ndarray, asymmetry: float = 0.8) -> int | None:
+    """The axis along which ``mask`` ``(H, W)`` samples one side of k-space further than the other (partial
+    Fourier: the sampled lines reach less than ``asymmetry`` of the way out on one side of the centre, ``H // 2``
+    resp. ``W // 2``, than on the other), the more asymmetric of the two; None if neither."""
+    ratios = {}
+    for axis in (0, 1):
+        lines = np.flatnonzero(mask.any(axis=1 - axis))
+        if lines.size == 0:
+            return None
+        centre = mask.shape[axis] // 2
+        low, high = centre - lines[0], lines[-1] - centre
+        ratios[axis] = min(low, high) / max(low, high, 1)
+    axis = min(ratios, key=ratios.get)
+    return axis if ratios[axis] < asymmetry else None
+
+
+def symmetric_centre_window(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``(H, W)`` Hann window along ``axis`` over the symmetric part of the sampled centre of ``mask``: the
+    lines ``centre - h .. centre + h`` all sampled (on the central line across ``axis``); ones along the other
+    axis. Its k-space gives a low-resolution image whose phase the partial-Fourier constraint imposes."""
+    n, centre = mask.shape[axis], mask.shape[axis] // 2
+    profile = np.take(mask, mask.shape[1 - axis] // 2, axis=1 - axis)
+    half = 0
+    while centre - half - 1 >= 0 and centre + half + 1 < n and profile[centre - half - 1] and profile[centre + half + 1]:
+        half += 1
+    window = np.zeros(n, np.float32)
+    window[centre - half:centre + half + 1] = np.hanning(2 * half + 3)[1:-1]
+    return np.expand_dims(window, 1 - axis) * np.ones(mask.shape, np.float32)
+
+
 def _ellipse_r2(h: int, w: int) -> np.ndarray:
     """``(h, w)`` squared radius relative to the ellipse inscribed in an ``h x w`` block (1 on the ellipse)."""
     yy, xx = np.mgrid[:h, :w]

@@ -14,11 +14,9 @@ import numpy as np
 import torch
 
 from ..diffusion import Cond, Denoiser, sample_ddim
+from .consistency import Projection
 from .fft import channels_to_complex, complex_to_channels
 from .recon_model import condition, crop, pad, padded_shape, padding, slice_scale
-
-# x (N, S, H, W) complex image estimates in the data's units -> data-consistent estimates
-Projection = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass

@@ -27,7 +27,8 @@ from ..mri import (
     MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_noise_variance, mask_from_kspace,
     multicoil_project, noisy_copies, read_kspace, sampling_mask, snr_damping, soft_project,
 )
-from ..mri.masks import is_full_block, support_fraction
+from ..mri.consistency import phase_constrained
+from ..mri.masks import is_full_block, partial_fourier_axis, support_fraction, symmetric_centre_window
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
 from ..mri.posterior import (
     Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, kspace_share_noise_std,
@@ -179,9 +180,25 @@ def _image_problem(
         info["intensity_offset"] = offset
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data, slice_axis, 0))).to(torch.complex64)
     y = fft2c(x) * torch.from_numpy(mask)
-    return _Problem(ifft2c(y), mask, _single_coil(y, mask, dc_weight), None, x.abs().numpy(), record,
+    project_for = _single_coil(y, mask, dc_weight)
+    pf = partial_fourier_axis(mask) if mask_file is not None else None  # (drawn masks are symmetric)
+    if pf is not None:
+        project_for = _phase_constrained_for(project_for, ifft2c(y * _window(mask, pf)).angle(), pf, info)
+    return _Problem(ifft2c(y), mask, project_for, None, x.abs().numpy(), record,
                     bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()), info, offset=offset,
                     voxel_mm=in_plane_voxel_mm(record.affine, slice_axis))
+
+
+def _window(mask: np.ndarray, axis: int) -> torch.Tensor:
+    return torch.from_numpy(symmetric_centre_window(mask, axis))
+
+
+def _phase_constrained_for(project_for: Callable[[int, int], Projection], phase: torch.Tensor, axis: int,
+                           info: dict) -> Callable[[int, int], Projection]:
+    """Partial Fourier along ``axis``: slices ``a:b``'s data consistency with ``phase`` ``(S, H, W)`` imposed
+    first (:func:`~neurodiff.mri.consistency.phase_constrained`); noted in ``info``."""
+    info["partial_fourier_axis"] = axis
+    return lambda a, b: phase_constrained(project_for(a, b), phase[a:b])
 
 
 def _negative_offset(data: np.ndarray, mask: np.ndarray) -> float:
@@ -223,13 +240,16 @@ def _kspace_problem(
         mask = measured & (_load_mask(mask_file, hw, 2) if mask_file is not None
                            else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
         data = data * torch.from_numpy(mask)
-    else:
-        mask, fully_sampled = measured, is_full_block(measured)  # (zero-padded edges count as full)
+    pf = partial_fourier_axis(measured if mask_file is None else mask)  # (drawn masks are symmetric)
+    if full is None:  # zero-padded edges count as full; partial Fourier data are reconstructed
+        mask, fully_sampled = measured, is_full_block(measured) and pf is None
     mt = torch.from_numpy(mask)
     c = data.shape[1]
     noise_var = [kspace_noise_variance(d, mask) for d in data]
+    window = None if pf is None else _window(mask, pf)
     if c == 1:
         zf, group = ifft2c(data[:, 0]), None
+        combine = lambda k: ifft2c(k[:, 0])  # noqa: E731
 
         def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y ([N,] S, 1, H, W)
             return soft_project(z, y[..., 0, :, :], mt, dc_weight)
@@ -238,7 +258,8 @@ def _kspace_problem(
             reference = ifft2c(full[:, 0]).abs().numpy()
     else:
         sens = [estimate_sensitivities(d) for d in data]  # from each slice's calibration centre
-        zf = torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, data)])
+        combine = lambda k: torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, k)])  # noqa: E731
+        zf = combine(data)
         group = 1  # one slice per batch: each has its own sensitivities
 
         damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR, v) for d, v in zip(data, noise_var)]
@@ -280,6 +301,9 @@ def _kspace_problem(
     if c > 1:
         info["multicoil_damping"] = [round(d, 5) for d in damping]
         info["coil_noise"] = whitening
+    if pf is not None:
+        phase = combine(data * window).angle()
+        project_for, final_for = (_phase_constrained_for(p, phase, pf, info) for p in (project_for, final_for))
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for,
                     measured_std=kspace_share_noise_std(noise_std, f),
                     unmeasured_std=kspace_share_noise_std(noise_std, max(support - f, 0.0)),

@@ -6,10 +6,11 @@ import torch
 
 from neurodiff.errors import InputError
 from neurodiff.mri.consistency import (
-    hard_project, kspace_noise_variance, multicoil_project, noisy_copies, snr_damping, soft_project,
+    hard_project, kspace_noise_variance, multicoil_project, noisy_copies, phase_constrained, snr_damping,
+    soft_project,
 )
-from neurodiff.mri.fft import fft2c
-from neurodiff.mri.masks import sampling_mask
+from neurodiff.mri.fft import fft2c, ifft2c
+from neurodiff.mri.masks import sampling_mask, symmetric_centre_window
 from neurodiff.mri.operators import MultiCoil, rss
 
 H, W = 30, 34
@@ -143,3 +144,25 @@ def test_noisy_copies_spread_samples_by_the_noise_and_keep_their_mean():
     torch.testing.assert_close(noisy_copies(y, mask, 0.0, 2), y.expand(2, 3, h, w))
     with pytest.raises(InputError):
         noisy_copies(y, mask, -1.0, 2)
+
+
+def test_phase_constraint_fills_the_skipped_side_of_partial_fourier():
+    """POCS: with the phase of the symmetric centre imposed before each hard projection, iterating from the
+    zero-filled image recovers a smoothly phased image from 5/8 of its phase-encode lines far better than
+    zero-filling or the same iterations without the constraint (which never change a projection's output)."""
+    yy, xx = np.mgrid[-1 : 1 : 64j, -1 : 1 : 48j]
+    mag = ((yy / 0.8) ** 2 + (xx / 0.7) ** 2 < 1) * (1.0 + 0.5 * np.cos(6 * yy) * np.sin(5 * xx))
+    image = torch.from_numpy(mag * np.exp(1j * (0.8 * yy + 0.5 * xx**2))).to(torch.complex64)[None]
+    mask = np.ones((64, 48), bool)
+    mask[:24] = False  # 5/8 partial Fourier along the first axis
+    y = fft2c(image) * torch.from_numpy(mask)
+    phase = ifft2c(y * torch.from_numpy(symmetric_centre_window(mask, 0))).angle()
+    constrained, plain = phase_constrained(lambda x: hard_project(x, y, mask), phase), ifft2c(y)
+    x = ifft2c(y)
+    for _ in range(30):
+        x = constrained(x)
+    plain = hard_project(plain, y, mask)
+    err = lambda est: float((est.abs() - image.abs()).norm() / image.abs().norm())  # noqa: E731
+    assert err(x) < 0.25 * err(ifft2c(y)) and err(plain) == pytest.approx(err(ifft2c(y)), rel=1e-5)
+    m = torch.from_numpy(mask)
+    torch.testing.assert_close(fft2c(x)[..., m], y[..., m], rtol=0, atol=1e-4)  # still data consistent

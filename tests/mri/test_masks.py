@@ -3,7 +3,10 @@ import pytest
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri.masks import check_mask, is_full_block, mask_from_kspace, sampling_mask, support_fraction
+from neurodiff.mri.masks import (
+    check_mask, is_full_block, mask_from_kspace, partial_fourier_axis, sampling_mask, support_fraction,
+    symmetric_centre_window,
+)
 
 KINDS = ["random", "equispaced", "poisson"]
 
@@ -109,3 +112,21 @@ def test_support_fraction_leaves_out_padding_and_elliptical_corners():
     sparse = support_fraction(ellipse & sampling_mask(ellipse.shape, 3, 0.1, "poisson", seed=0))
     assert ellipse.mean() - 0.08 < sparse <= ellipse.mean()  # (a sparse rim may not reach the ellipse's extent)
     assert support_fraction(np.ones((8, 6), bool)) == 1.0 and support_fraction(np.zeros((8, 6), bool)) == 0.0
+
+
+def test_partial_fourier_axis_and_symmetric_centre():
+    """One side of k-space skipped (along either axis, alone or with random lines) is partial Fourier; full,
+    symmetrically zero-padded and elliptical sampling are not. The window covers the lines sampled on both
+    sides of the centre line (32 of a 64-line axis: 20 skipped leaves 12 on each side)."""
+    pf = np.ones((64, 48), bool)
+    pf[:20] = False
+    assert partial_fourier_axis(pf) == 0 and partial_fourier_axis(pf.T) == 1
+    assert partial_fourier_axis(pf & sampling_mask(pf.shape, 4, 0.08, seed=0)) == 0
+    padded = np.zeros((64, 48), bool)
+    padded[3:61, 2:46] = True
+    yy, xx = np.mgrid[-1 : 1 : 64j, -1 : 1 : 48j]
+    for mask in (np.ones((64, 48), bool), padded, yy**2 + xx**2 <= 1):
+        assert partial_fourier_axis(mask) is None
+    window = symmetric_centre_window(pf, 0)
+    assert window.shape == pf.shape and (window[:, 0] == window[:, 47]).all()
+    assert np.flatnonzero(window[:, 0]).tolist() == list(range(20, 45)) and window[32, 0] == 1.0
