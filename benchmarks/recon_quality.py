@@ -87,6 +87,8 @@ def unseen_contrasts(data: Path) -> list[Volume]:
 TEST_SETS = {  # --test-set: (volumes, description, file suffix)
     "nichart": (lambda d: volumes(d, TEST_SUBJECTS), f"test subjects {TEST_SUBJECTS} (T1+FLAIR, 2 mm)", ""),
     "1mm": (one_mm, "Colin27 T1 + niivue FLAIR (1 mm)", "_1mm"),
+    "0.67mm": (lambda d: upsampled(one_mm(d), 1.5), "Colin27 T1 + niivue FLAIR upsampled 1.5x in-plane (0.67 mm)",
+               "_067mm"),
     "contrast": (unseen_contrasts, f"unseen contrasts: T2-like from the T1 of {TEST_SUBJECTS}, niivue GRE",
                  "_contrast"),
 }
@@ -222,6 +224,20 @@ def fit_calibration(unc, smooths=(0.0, 0.75, 1.5, 3.0)) -> dict:
     return cal
 
 
+def extend_calibration(cal: dict, vols: list[Volume], zooms: list[float], run) -> dict:
+    """``cal`` with rows added to (or replaced in) ``std_scale_by_voxel_mm``: the scale fitted, with ``cal``'s
+    smoothing, on ``vols`` upsampled in-plane by each of ``zooms`` (``run(vols)`` returns their uncertainty
+    entries); the other rows are kept."""
+    smooth = {"smooth_voxels": float(cal.get("smooth_voxels", 0.0))}
+    rows = {round(v, 3): s for v, s in cal.get("std_scale_by_voxel_mm", [])}
+    for zoom in zooms:
+        unc = calibrated(run(upsampled(vols, zoom)), smooth)
+        rows[round(unc[0][4], 3)] = round(fit_scale(unc), 4)
+    added = " and ".join(f"{z:g}x" for z in zooms)
+    return {**cal, "std_scale_by_voxel_mm": [[v, s] for v, s in sorted(rows.items())],
+            "fitted_on": cal.get("fitted_on", "") + f"; rows added for upsampled {added} (3 slices each)"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path)
@@ -241,8 +257,12 @@ def main() -> None:
     ap.add_argument("--calibrate-zoom", type=lambda v: [float(z) for z in v.split(",")], default=[],
                     help="with --calibrate: also fit on the calibration subjects upsampled in-plane by these "
                     "comma-separated factors (3 slices each)")
+    ap.add_argument("--extend-calibration", type=lambda v: [float(z) for z in v.split(",")], default=[],
+                    help="add rows to the card's std_scale_by_voxel_mm: fit only the calibration subjects upsampled "
+                    "in-plane by these comma-separated factors (3 slices each), with the card's smoothing")
     ap.add_argument("--test-set", choices=tuple(TEST_SETS), default="nichart",
-                    help="NiChart subjects 15-16 at 2 mm; Colin27 and the niivue FLAIR at 1 mm; or unseen contrasts")
+                    help="NiChart subjects 15-16 at 2 mm; Colin27 and the niivue FLAIR at 1 mm, or upsampled to 0.67 mm; "
+                    "or unseen contrasts")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -266,25 +286,27 @@ def main() -> None:
         print(f"BART lambda = {lam}")
 
     cal = model.card.pop("calibration", {})  # evaluate with the raw spread; calibrate here
+    card_path = Path(args.model).with_suffix(".json") if Path(args.model).with_suffix(".json").exists() else None
     if args.calibrate:
         cal_vols = volumes(args.data, CAL_SUBJECTS)
         _, cal_unc = evaluate(cal_vols, model, args, None)
         for zoom in args.calibrate_zoom:
             cal_unc += evaluate(upsampled(cal_vols, zoom), model, args, None, slices_per_volume=3)[1]
-        cal = fit_calibration(cal_unc)
+        cal = {**fit_calibration(cal_unc),
+               "fitted_on": f"NiChart Subj{CAL_SUBJECTS}, T1+FLAIR"
+               + (" (2 mm, and upsampled " + " and ".join(f"{z:g}x" for z in args.calibrate_zoom)
+                  + " in-plane, 3 slices each)" if args.calibrate_zoom else "")
+               + f", 4x and 8x random masks, {args.samples} samples "
+               f"spread over {args.views} symmetric views, {args.steps} steps, eta {args.eta}",
+               "target": "90% central interval covers 90% of object voxels"}
+    elif args.extend_calibration:
+        cal = extend_calibration(cal, volumes(args.data, CAL_SUBJECTS), args.extend_calibration,
+                                 lambda vols: evaluate(vols, model, args, None, slices_per_volume=3)[1])
+    if (args.calibrate or args.extend_calibration) and card_path is not None:
         print(f"fitted on subjects {CAL_SUBJECTS}: {cal}")
-        card_path = Path(args.model).with_suffix(".json") if Path(args.model).with_suffix(".json").exists() else None
-        if card_path is not None:
-            card = json.loads(card_path.read_text())
-            card["calibration"] = {
-                **cal,
-                "fitted_on": f"NiChart Subj{CAL_SUBJECTS}, T1+FLAIR"
-                             + (" (2 mm, and upsampled " + " and ".join(f"{z:g}x" for z in args.calibrate_zoom)
-                                + " in-plane, 3 slices each)" if args.calibrate_zoom else "")
-                             + f", 4x and 8x random masks, {args.samples} samples "
-                             f"spread over {args.views} symmetric views, {args.steps} steps, eta {args.eta}",
-                "target": "90% central interval covers 90% of object voxels"}
-            card_path.write_text(json.dumps(card, indent=2) + "\n")
+        card = json.loads(card_path.read_text())
+        card["calibration"] = cal
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
     load, test_name, set_suffix = TEST_SETS[args.test_set]
     test, test_unc = evaluate(load(args.data), model, args, lam)
     suffix = ("_baselines" if args.baselines_only else "") + set_suffix
