@@ -8,8 +8,9 @@ complex white noise as strong as the slice's own (read from its outermost k-spac
 be exactly conjugate-symmetric, which flatters POCS), and reconstructed as complex images from: partial Fourier
 alone (6/8, 5/8), 4x random lines, and both together. The classical baseline for partial Fourier is POCS
 (Haacke 1991): the phase of the symmetric centre imposed on the magnitude, then the measured lines put back,
-iterated. PSNR, SSIM, NMSE are against the fully sampled noisy complex image's magnitude; ``psnr_vs_clean``
-against the magnitude before the added noise.
+iterated; neurodiff does one such iteration in every data consistency where the mask skips one side of k-space
+(``phase_constrained``: the fraction of volumes where it did). PSNR, SSIM, NMSE are against the fully sampled noisy
+complex image's magnitude; ``psnr_vs_clean`` against the magnitude before the added noise.
 
     python benchmarks/recon_partial_fourier.py /work/shared/data [--slices-per-volume 3]
         [--out benchmarks/results/recon_partial_fourier]
@@ -106,11 +107,12 @@ def main() -> None:
             u = res.metrics["uncertainty"]
             rows.append({**base, "method": "neurodiff", **res.metrics["recon"],
                          **clean(np.abs(np.moveaxis(res.recon, 2, 0))), "coverage90": u["coverage90"],
-                         "spearman": u["spearman"]})
+                         "spearman": u["spearman"],
+                         "phase_constrained": res.params.get("partial_fourier_axis") is not None})
             print(name, mask_name, f"{res.metrics['recon']['psnr']:.2f}", flush=True)
     tmp.cleanup()
     df = pd.DataFrame(rows)
-    columns = ["psnr", "ssim", "nmse", "psnr_vs_clean", "coverage90", "spearman"]
+    columns = ["psnr", "ssim", "nmse", "psnr_vs_clean", "coverage90", "spearman", "phase_constrained"]
     table = df.groupby(["mask", "method"], sort=False)[columns].mean().round(3)
     text = (f"== Partial Fourier, test subjects {TEST_SUBJECTS} (T1 + FLAIR, 2 mm), {args.slices_per_volume} "
             "central slices per volume with a smooth random phase, 8 samples, 20 steps ==\n"

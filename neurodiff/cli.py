@@ -186,6 +186,10 @@ def recon(
             typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT"
                        + ("" if accel is not None or mask is not None else
                           "; give --accel to undersample it retrospectively"))
+        if res.params.get("partial_fourier_axis") is not None:
+            typer.echo(f"partial Fourier (one side of k-space skipped along in-plane axis "
+                       f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "
+                       "symmetric centre")
         if samples == 1 and res.params["sampler"] != "none":
             typer.echo("note: one sample has no spread, so the uncertainty map is zero (use --samples 8)", err=True)
         typer.echo(f"reconstructed {input} in {res.seconds:.1f} s; outputs:")

@@ -345,7 +345,7 @@ def reconstruct(
         Retrospective undersampling: acceleration (image default 4; for k-space only when fully sampled, where
         a filled rectangle of k-space, zero-padded or partial Fourier, counts as fully sampled and the padding stays
         unsampled; fully sampled k-space without ``accel``/``mask`` is returned as its coil combination, with zero
-        uncertainty and no sampling),
+        uncertainty and no sampling, unless one side of it is skipped: partial Fourier is reconstructed),
         ``random``/``equispaced`` 1D lines along ``pe_axis`` (0 = first in-plane axis) or 2D ``poisson``, the fully
         sampled centre fraction, and the seed of the mask and of the sampler.
     mask
@@ -365,6 +365,9 @@ def reconstruct(
         data), a finite ``w`` blends ``(F x + w y) / (1 + w)`` for noisy data. Multi-coil data use conjugate
         gradients damped by the noise level read from the outermost k-space samples
         (:func:`~neurodiff.mri.snr_damping`).
+        Where the data's own sampling or the mask file skips one side of k-space (partial Fourier,
+        :func:`~neurodiff.mri.masks.partial_fourier_axis`), each estimate first takes the phase of the symmetric
+        centre (:func:`~neurodiff.mri.consistency.phase_constrained`).
     model
         Shipped model name, a user model path, or a loaded :class:`~neurodiff.weights.Model`: a conditional model
         (card task ``recon``) or an unconditional prior (``recon-prior``: prior-only sampling).
