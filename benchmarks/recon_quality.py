@@ -261,8 +261,8 @@ def main() -> None:
                     help="add rows to the card's std_scale_by_voxel_mm: fit only the calibration subjects upsampled "
                     "in-plane by these comma-separated factors (3 slices each), with the card's smoothing")
     ap.add_argument("--test-set", choices=tuple(TEST_SETS), default="nichart",
-                    help="NiChart subjects 15-16 at 2 mm; Colin27 and the niivue FLAIR at 1 mm, or upsampled to 0.67 mm; "
-                    "or unseen contrasts")
+                    help="NiChart subjects 15-16 at 2 mm; Colin27 and the niivue FLAIR at 1 mm, or upsampled to "
+                    "0.67 mm; or unseen contrasts")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())

@@ -143,8 +143,13 @@ def phase_constrained(project: Projection, phase: torch.Tensor) -> Projection:
     callable
         ``x -> project(|x| exp(i phase))``.
     """
-    unit = torch.polar(torch.ones_like(phase), phase)
-    return lambda x: project(x.abs() * unit.to(x.device))
+    units: dict[torch.device, torch.Tensor] = {}
+
+    def constrained(x: torch.Tensor) -> torch.Tensor:
+        unit = units.setdefault(x.device, torch.polar(torch.ones_like(phase), phase).to(x.device))
+        return project(x.abs() * unit)
+
+    return constrained
 
 
 def noisy_copies(

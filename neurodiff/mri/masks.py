@@ -185,34 +185,88 @@ def support_fraction(mask: np.ndarray) -> float:
     return float((r2 <= 1).sum() if not block[r2 > 1.2].any() else block.size) / mask.size
 
 
-def partial_fourier_axis(mask: np.ndarray, asymmetry: float = 0.8) -> int | None:
-    """The axis along which ``mask`` ``(H, W)`` samples one side of k-space further than the other (partial
-    Fourier: the sampled lines reach less than ``asymmetry`` of the way out on one side of the centre, ``H // 2``
-    resp. ``W // 2``, than on the other), the more asymmetric of the two; None if neither."""
-    ratios = {}
+def partial_fourier_axis(mask: np.ndarray, alpha: float = 1e-4, min_half: int = 4) -> int | None:
+    """The axis along which ``mask`` skips one side of k-space (partial Fourier), or None.
+
+    A band of ``g`` unsampled lines at one edge (at least 1/8 of the axis: 7/8 partial Fourier or less) counts as
+    skipped when the mirrored band at the other edge is sampled so densely (a fraction ``p`` of its lines) that a
+    gap that wide would arise by chance with probability ``(1 - p)^g < alpha`` (random line masks leave shorter
+    gaps), and the centre line and at least ``min_half`` lines on each side of it are sampled, to read the phase
+    from (see :func:`symmetric_centre_window`).
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (H, W)
+        Sampling mask, k-space centred on ``(H // 2, W // 2)``.
+    alpha : float
+        Largest chance probability of the gap.
+    min_half : int
+        Fewest sampled lines on each side of the centre line.
+
+    Returns
+    -------
+    int or None
+        0 or 1 (the more clearly skipped of the two, if both are), None if neither.
+    """
+    chance = {}
     for axis in (0, 1):
-        lines = np.flatnonzero(mask.any(axis=1 - axis))
-        if lines.size == 0:
-            return None
-        centre = mask.shape[axis] // 2
-        low, high = centre - lines[0], lines[-1] - centre
-        ratios[axis] = min(low, high) / max(low, high, 1)
-    axis = min(ratios, key=ratios.get)
-    return axis if ratios[axis] < asymmetry else None
+        lines = mask.any(axis=1 - axis)
+        n, sampled = lines.size, np.flatnonzero(lines)
+        if sampled.size == 0 or _centre_half(mask, axis) < min_half:
+            continue
+        low, high = sampled[0], n - 1 - sampled[-1]
+        gap = max(low, high)
+        mirror = lines[n - gap:] if low > high else lines[:gap]
+        if gap >= max(n / 8, 2) and mirror.any():
+            chance[axis] = (1.0 - mirror.mean()) ** gap
+    axis = min(chance, key=chance.get, default=None)
+    return axis if axis is not None and chance[axis] < alpha else None
+
+
+def _centre_half(mask: np.ndarray, axis: int) -> int:
+    """Lines sampled on each side of the centre line along ``axis`` (on the central line across it), the centre
+    line included; -1 if the centre line is not sampled."""
+    profile = np.take(mask, mask.shape[1 - axis] // 2, axis=1 - axis)
+    n, centre = profile.size, profile.size // 2
+    if not profile[centre]:
+        return -1
+    half = 0
+    while 0 <= centre - half - 1 and centre + half + 1 < n and profile[[centre - half - 1, centre + half + 1]].all():
+        half += 1
+    return half
 
 
 def symmetric_centre_window(mask: np.ndarray, axis: int) -> np.ndarray:
-    """``(H, W)`` Hann window along ``axis`` over the symmetric part of the sampled centre of ``mask``: the
-    lines ``centre - h .. centre + h`` all sampled (on the central line across ``axis``); ones along the other
-    axis. Its k-space gives a low-resolution image whose phase the partial-Fourier constraint imposes."""
-    n, centre = mask.shape[axis], mask.shape[axis] // 2
-    profile = np.take(mask, mask.shape[1 - axis] // 2, axis=1 - axis)
-    half = 0
-    while centre - half - 1 >= 0 and centre + half + 1 < n and profile[centre - half - 1] and profile[centre + half + 1]:
-        half += 1
-    window = np.zeros(n, np.float32)
-    window[centre - half:centre + half + 1] = np.hanning(2 * half + 3)[1:-1]
-    return np.expand_dims(window, 1 - axis) * np.ones(mask.shape, np.float32)
+    """Window over the symmetric part of the sampled centre of ``mask``, whose k-space gives the low-resolution
+    image that the partial-Fourier constraint takes the phase of.
+
+    Along ``axis`` a Hann window over the lines ``centre - h .. centre + h`` that are all sampled (on the central
+    line across ``axis``); along the other axis ones where the centre line is fully sampled (line masks), else a
+    Hann window over its sampled run around the centre (2D masks: no aliased samples).
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (H, W)
+        Sampling mask, k-space centred on ``(H // 2, W // 2)``, with its centre sampled.
+    axis : int
+        The partial-Fourier axis (:func:`partial_fourier_axis`).
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+    """
+    windows = []
+    for ax in (axis, 1 - axis):
+        n, centre, half = mask.shape[ax], mask.shape[ax] // 2, max(_centre_half(mask, ax), 0)
+        window = np.zeros(n, np.float32)
+        full = ax != axis and np.take(mask, mask.shape[1 - ax] // 2, axis=1 - ax).all()
+        if full:
+            window[:] = 1.0
+        else:
+            window[centre - half:centre + half + 1] = np.hanning(2 * half + 3)[1:-1]
+        windows.append(window)
+    rows, cols = windows if axis == 0 else windows[::-1]
+    return np.outer(rows, cols).astype(np.float32)
 
 
 def _ellipse_r2(h: int, w: int) -> np.ndarray:

@@ -181,9 +181,10 @@ def _image_problem(
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data, slice_axis, 0))).to(torch.complex64)
     y = fft2c(x) * torch.from_numpy(mask)
     project_for = _single_coil(y, mask, dc_weight)
-    pf = partial_fourier_axis(mask) if mask_file is not None else None  # (drawn masks are symmetric)
+    pf = partial_fourier_axis(mask) if mask_file is not None else None  # (drawn masks are never one-sided)
     if pf is not None:
-        project_for = _phase_constrained_for(project_for, ifft2c(y * _window(mask, pf)).angle(), pf, info)
+        project_for = _phase_constrained_for(project_for, ifft2c(y * _window(mask, pf)).angle())
+        info["partial_fourier_axis"] = pf
     return _Problem(ifft2c(y), mask, project_for, None, x.abs().numpy(), record,
                     bool(np.iscomplexobj(data)), slice_axis, bool(mask.all()), info, offset=offset,
                     voxel_mm=in_plane_voxel_mm(record.affine, slice_axis))
@@ -193,12 +194,17 @@ def _window(mask: np.ndarray, axis: int) -> torch.Tensor:
     return torch.from_numpy(symmetric_centre_window(mask, axis))
 
 
-def _phase_constrained_for(project_for: Callable[[int, int], Projection], phase: torch.Tensor, axis: int,
-                           info: dict) -> Callable[[int, int], Projection]:
-    """Partial Fourier along ``axis``: slices ``a:b``'s data consistency with ``phase`` ``(S, H, W)`` imposed
-    first (:func:`~neurodiff.mri.consistency.phase_constrained`); noted in ``info``."""
-    info["partial_fourier_axis"] = axis
+def _phase_constrained_for(project_for: Callable[[int, int], Projection], phase: torch.Tensor
+                           ) -> Callable[[int, int], Projection]:
+    """Partial Fourier: slices ``a:b``'s data consistency with their ``phase`` ``(S, H, W)`` imposed first
+    (:func:`~neurodiff.mri.consistency.phase_constrained`)."""
     return lambda a, b: phase_constrained(project_for(a, b), phase[a:b])
+
+
+def _mirrored(mask: np.ndarray, axis: int | None) -> np.ndarray:
+    """``mask`` ``(H, W)`` or'ed with its mirror image about the k-space centre along ``axis`` (the side that
+    partial Fourier skips, as a full scan would measure it); unchanged for None."""
+    return mask if axis is None else mask | np.roll(np.flip(mask, axis), 1, axis)
 
 
 def _negative_offset(data: np.ndarray, mask: np.ndarray) -> float:
@@ -240,7 +246,7 @@ def _kspace_problem(
         mask = measured & (_load_mask(mask_file, hw, 2) if mask_file is not None
                            else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
         data = data * torch.from_numpy(mask)
-    pf = partial_fourier_axis(measured if mask_file is None else mask)  # (drawn masks are symmetric)
+    pf = partial_fourier_axis(measured if mask_file is None else mask)  # (drawn masks are never one-sided)
     if full is None:  # zero-padded edges count as full; partial Fourier data are reconstructed
         mask, fully_sampled = measured, is_full_block(measured) and pf is None
     mt = torch.from_numpy(mask)
@@ -274,7 +280,7 @@ def _kspace_problem(
     # the fully sampled scan measures what a retrospective mask was drawn from, else the sampling's extent
     # (zero-padded edges and elliptical corners hold no noise)
     f = float(mask.mean())
-    support = float(measured.mean()) if full is not None else support_fraction(mask)
+    support = float(_mirrored(measured, pf).mean()) if full is not None else support_fraction(_mirrored(mask, pf))
     sigma = torch.tensor(noise_std)[:, None, None, None]  # (S, 1, 1, 1)
 
     def project_for(a: int, b: int) -> Projection:
@@ -303,7 +309,10 @@ def _kspace_problem(
         info["coil_noise"] = whitening
     if pf is not None:
         phase = combine(data * window).angle()
-        project_for, final_for = (_phase_constrained_for(p, phase, pf, info) for p in (project_for, final_for))
+        project_for, final_for = (_phase_constrained_for(p, phase) for p in (project_for, final_for))
+        info["partial_fourier_axis"] = pf
+        if full is not None:
+            info["reference"] = "the fully sampled data as measured: the skipped side of partial Fourier zero-filled"
     return _Problem(zf, mask, project_for, group, reference, record, False, 2, fully_sampled, info, final_for,
                     measured_std=kspace_share_noise_std(noise_std, f),
                     unmeasured_std=kspace_share_noise_std(noise_std, max(support - f, 0.0)),

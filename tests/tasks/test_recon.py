@@ -211,7 +211,6 @@ def test_shipped_model_beats_zero_filling_single_and_multicoil(tmp_path):
     assert multi.metrics["recon"]["psnr"] > multi.metrics["zerofilled"]["psnr"] + 0.5
 
 
-
 def test_partial_fourier_kspace_is_reconstructed(untrained_recon_model, tmp_path):
     """Raw k-space with one side of the phase encoding skipped (6/8 partial Fourier, as scanners store it) is not
     returned zero-filled as fully sampled data are: it is reconstructed with the phase constraint."""
@@ -223,19 +222,25 @@ def test_partial_fourier_kspace_is_reconstructed(untrained_recon_model, tmp_path
     res = reconstruct(tmp_path / "pf.cfl", samples=2, steps=2, model=untrained_recon_model, device="cpu")
     assert res.params["sampler"] != "none" and res.params["partial_fourier_axis"] == 0
     assert res.uncertainty.max() > 0 and res.params["sampled_fraction"] == 0.75
+    # a full scan measures the skipped side too (the mirror of the measured lines: all but the Nyquist line 0)
+    sigma = res.params["kspace_noise_std"][0]
+    unmeasured = sigma * np.sqrt((159 / 160 - 0.75) / 2)
+    assert res.params["uncertainty_unmeasured_noise_std"][0] == pytest.approx(unmeasured, rel=1e-3)
 
 
 def test_partial_fourier_mask_fills_the_skipped_side(untrained_recon_model, tmp_path):
     """A mask file skipping 3/8 of one side of k-space switches on the phase constraint: the skipped side follows
     from the measured one by conjugate symmetry, so that even an untrained model's reconstruction of a smoothly
-    phased image is far closer to it than zero-filling. A drawn mask never does (they are symmetric)."""
+    phased image is far closer to it than zero-filling (three slices, one per batch, each with its own phase).
+    Drawn masks are never checked (they are not one-sided)."""
     yy, xx = np.mgrid[-1 : 1 : 64j, -1 : 1 : 48j]
     mag = ((yy / 0.8) ** 2 + (xx / 0.7) ** 2 < 1) * (1.0 + 0.5 * np.cos(6 * yy) * np.sin(5 * xx))
-    image = (mag * np.exp(1j * (0.8 * yy + 0.5 * xx**2))).astype(np.complex64)[:, :, None]
+    phases = [0.8 * yy + 0.5 * xx**2, -0.6 * xx + 0.4 * yy**2, 0.3 * yy * xx]  # each slice its own phase
+    image = np.stack([mag * np.exp(1j * ph) for ph in phases], -1).astype(np.complex64)
     mask = np.ones((64, 48, 1), np.uint8)
     mask[:24] = 0
     nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "pf_mask.nii.gz")
-    kw = dict(samples=2, steps=20, model=untrained_recon_model, device="cpu")
+    kw = dict(samples=2, steps=20, model=untrained_recon_model, device="cpu", batch_slices=1)
     res = reconstruct(nib.Nifti1Image(image, np.eye(4)), mask=tmp_path / "pf_mask.nii.gz", **kw)
     assert res.params["partial_fourier_axis"] == 0
     assert res.metrics["recon"]["nmse"] < 0.2 * res.metrics["zerofilled"]["nmse"]
