@@ -9,8 +9,10 @@ be exactly conjugate-symmetric, which flatters POCS), and reconstructed as compl
 alone (6/8, 5/8), 4x random lines, and both together. The classical baseline for partial Fourier is POCS
 (Haacke 1991): the phase of the symmetric centre imposed on the magnitude, then the measured lines put back,
 iterated; neurodiff does one such iteration in every data consistency where the mask skips one side of k-space
-(``phase_constrained``: the fraction of volumes where it did). PSNR, SSIM, NMSE are against the fully sampled noisy
-complex image's magnitude; ``psnr_vs_clean`` against the magnitude before the added noise.
+(``phase_constrained``: the fraction of volumes where it did), given the image and the mask (the reference-free
+spread only) or, as raw data arrive, the undersampled k-space as a complex NIfTI (whose uncertainty adds the
+noise a full scan holds in the k-space left out, read from the data). PSNR, SSIM, NMSE are against the fully
+sampled noisy complex image's magnitude; ``psnr_vs_clean`` against the magnitude before the added noise.
 
     python benchmarks/recon_partial_fourier.py /work/shared/data [--slices-per-volume 3]
         [--out benchmarks/results/recon_partial_fourier]
@@ -29,7 +31,7 @@ import torch
 from recon_quality import TEST_SUBJECTS, central_slices, volumes
 
 from neurodiff.mri import fft2c, ifft2c, kspace_noise_variance, sampling_mask
-from neurodiff.mri.metrics import slice_metrics
+from neurodiff.mri.metrics import foreground, slice_metrics, uncertainty_metrics
 from neurodiff.tasks.recon import reconstruct
 
 MASKS = {"6/8 partial Fourier": (0.75, None), "5/8 partial Fourier": (0.625, None),
@@ -105,10 +107,19 @@ def main() -> None:
                 est = pocs(k * torch.from_numpy(mask), mask).abs().numpy()
                 rows.append({**base, "method": "POCS (30 it.)", **slice_metrics(ref, est), **clean(est)})
             u = res.metrics["uncertainty"]
-            rows.append({**base, "method": "neurodiff", **res.metrics["recon"],
+            rows.append({**base, "method": "neurodiff (image + mask)", **res.metrics["recon"],
                          **clean(np.abs(np.moveaxis(res.recon, 2, 0))), "coverage90": u["coverage90"],
                          "spearman": u["spearman"],
                          "phase_constrained": res.params.get("partial_fourier_axis") is not None})
+            # as raw data arrive: the undersampled k-space, its own sampling read from its zeros
+            kspace = Path(tmp.name) / "kspace.nii.gz"
+            nib.save(nib.Nifti1Image(np.moveaxis((k * torch.from_numpy(mask)).numpy(), 0, 2), nii.affine), kspace)
+            kres = reconstruct(kspace, kspace=True, samples=8, steps=20, seed=0)
+            est, std = (np.moveaxis(a, 2, 0) for a in (kres.recon, kres.uncertainty))
+            u = uncertainty_metrics(ref, est, std, foreground(ref))
+            rows.append({**base, "method": "neurodiff (k-space)", **slice_metrics(ref, est), **clean(est),
+                         "coverage90": u["coverage90"], "spearman": u["spearman"],
+                         "phase_constrained": kres.params.get("partial_fourier_axis") is not None})
             print(name, mask_name, f"{res.metrics['recon']['psnr']:.2f}", flush=True)
     tmp.cleanup()
     df = pd.DataFrame(rows)
