@@ -162,6 +162,10 @@ def recon(
     Writes <stem>_desc-recon (posterior mean), _desc-uncertainty (posterior std), _desc-zerofilled, _desc-mask
     (k-space sampling mask) as NIfTI with the input's geometry and units, and _desc-recon.json with parameters,
     timing and, for a fully sampled input, PSNR/SSIM/NMSE and uncertainty calibration.
+
+    Raw k-space is reconstructed from its own sampling (zeros); fully sampled k-space is only coil-combined unless
+    --accel or --mask undersamples it. Partial Fourier (one side of k-space skipped) is filled under the phase of
+    the symmetric centre.
     """
     from .io import OutputSet
     from .tasks.recon import output_paths, reconstruct, write
