@@ -223,10 +223,21 @@ def partial_fourier_axis(mask: np.ndarray, alpha: float = 1e-4, min_half: int = 
     return axis if axis is not None and chance[axis] < alpha else None
 
 
+def _centre_line(mask: np.ndarray, axis: int) -> np.ndarray:
+    """The line of ``mask`` ``(H, W)`` along ``axis`` through the centre of the other axis."""
+    return np.take(mask, mask.shape[1 - axis] // 2, axis=1 - axis)
+
+
+def mirrored(mask: np.ndarray, axis: int | None) -> np.ndarray:
+    """``mask`` ``(H, W)`` or'ed with its mirror image about the k-space centre (index ``n // 2``) along ``axis``:
+    the side that partial Fourier skips, as a full scan would measure it; unchanged for None."""
+    return mask if axis is None else mask | np.roll(np.flip(mask, axis), 1, axis)
+
+
 def _centre_half(mask: np.ndarray, axis: int) -> int:
     """Lines sampled on each side of the centre line along ``axis`` (on the central line across it), the centre
     line included; -1 if the centre line is not sampled."""
-    profile = np.take(mask, mask.shape[1 - axis] // 2, axis=1 - axis)
+    profile = _centre_line(mask, axis)
     n, centre = profile.size, profile.size // 2
     if not profile[centre]:
         return -1
@@ -259,7 +270,7 @@ def symmetric_centre_window(mask: np.ndarray, axis: int) -> np.ndarray:
     for ax in (axis, 1 - axis):
         n, centre, half = mask.shape[ax], mask.shape[ax] // 2, max(_centre_half(mask, ax), 0)
         window = np.zeros(n, np.float32)
-        full = ax != axis and np.take(mask, mask.shape[1 - ax] // 2, axis=1 - ax).all()
+        full = ax != axis and _centre_line(mask, ax).all()
         if full:
             window[:] = 1.0
         else:

@@ -28,7 +28,7 @@ from ..mri import (
     multicoil_project, noisy_copies, read_kspace, sampling_mask, snr_damping, soft_project,
 )
 from ..mri.consistency import phase_constrained
-from ..mri.masks import is_full_block, partial_fourier_axis, support_fraction, symmetric_centre_window
+from ..mri.masks import is_full_block, mirrored, partial_fourier_axis, support_fraction, symmetric_centre_window
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
 from ..mri.posterior import (
     Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, kspace_share_noise_std,
@@ -191,6 +191,7 @@ def _image_problem(
 
 
 def _window(mask: np.ndarray, axis: int) -> torch.Tensor:
+    """:func:`~neurodiff.mri.masks.symmetric_centre_window` as a tensor."""
     return torch.from_numpy(symmetric_centre_window(mask, axis))
 
 
@@ -199,12 +200,6 @@ def _phase_constrained_for(project_for: Callable[[int, int], Projection], phase:
     """Partial Fourier: slices ``a:b``'s data consistency with their ``phase`` ``(S, H, W)`` imposed first
     (:func:`~neurodiff.mri.consistency.phase_constrained`)."""
     return lambda a, b: phase_constrained(project_for(a, b), phase[a:b])
-
-
-def _mirrored(mask: np.ndarray, axis: int | None) -> np.ndarray:
-    """``mask`` ``(H, W)`` or'ed with its mirror image about the k-space centre along ``axis`` (the side that
-    partial Fourier skips, as a full scan would measure it); unchanged for None."""
-    return mask if axis is None else mask | np.roll(np.flip(mask, axis), 1, axis)
 
 
 def _negative_offset(data: np.ndarray, mask: np.ndarray) -> float:
@@ -280,7 +275,7 @@ def _kspace_problem(
     # the fully sampled scan measures what a retrospective mask was drawn from, else the sampling's extent
     # (zero-padded edges and elliptical corners hold no noise)
     f = float(mask.mean())
-    support = float(_mirrored(measured, pf).mean()) if full is not None else support_fraction(_mirrored(mask, pf))
+    support = float(mirrored(measured, pf).mean()) if full is not None else support_fraction(mirrored(mask, pf))
     sigma = torch.tensor(noise_std)[:, None, None, None]  # (S, 1, 1, 1)
 
     def project_for(a: int, b: int) -> Projection:
