@@ -32,7 +32,7 @@ from recon_multicoil import cg_sense
 from neurodiff.mri import read_kspace
 from neurodiff.mri.fft import fft2c
 from neurodiff.mri.metrics import slice_metrics
-from neurodiff.mri.operators import _calibration_size
+from neurodiff.mri.masks import calibration_size
 from neurodiff.mri.raw import write_cfl
 from neurodiff.tasks.recon import reconstruct
 
@@ -95,7 +95,7 @@ def case(volume: np.ndarray, test: list[int], tune: int, geometry: str, level: f
     if bart_available():
         r_tune = objects(volume, [tune], geometry)
         k_tune = kspace(r_tune, level, seed=1)[0] * mask
-        grid = [(lam, calib) for lam in (1e-3, 3e-3, 0.01, 0.03) for calib in (_calibration_size(mask)[0], None)]
+        grid = [(lam, calib) for lam in (1e-3, 3e-3, 0.01, 0.03) for calib in (calibration_size(mask)[0], None)]
         lam, calib = max(grid, key=lambda v: slice_metrics(
             r_tune, np.abs(bart_pics_multicoil(k_tune, v[0], calib=v[1])))["psnr"])
         rows.append({**label, "method": f"BART ecalib + pics l1 (r={lam:g}, calib {calib or 24})",

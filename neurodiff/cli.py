@@ -190,6 +190,8 @@ def recon(
             typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT"
                        + ("" if accel is not None or mask is not None else
                           "; give --accel to undersample it retrospectively"))
+        for note in res.params.get("kspace_reader_notes", []):
+            typer.echo(f"note: {note} (sidecar: kspace_reader_notes)")
         if res.params.get("partial_fourier_axis") is not None:
             typer.echo(f"partial Fourier (one side of k-space skipped along in-plane axis "
                        f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "

@@ -212,7 +212,7 @@ def partial_fourier_axis(mask: np.ndarray, alpha: float = 1e-4, min_half: int = 
     for axis in (0, 1):
         lines = mask.any(axis=1 - axis)
         n, sampled = lines.size, np.flatnonzero(lines)
-        if sampled.size == 0 or _centre_half(mask, axis) < min_half:
+        if sampled.size == 0 or centre_half(mask, axis) < min_half:
             continue
         low, high = sampled[0], n - 1 - sampled[-1]
         gap = max(low, high)
@@ -234,7 +234,7 @@ def mirrored(mask: np.ndarray, axis: int | None) -> np.ndarray:
     return mask if axis is None else mask | np.roll(np.flip(mask, axis), 1, axis)
 
 
-def _centre_half(mask: np.ndarray, axis: int) -> int:
+def centre_half(mask: np.ndarray, axis: int) -> int:
     """Lines sampled on each side of the centre line along ``axis`` (on the central line across it), the centre
     line included; -1 if the centre line is not sampled."""
     profile = _centre_line(mask, axis)
@@ -268,7 +268,7 @@ def symmetric_centre_window(mask: np.ndarray, axis: int) -> np.ndarray:
     """
     windows = []
     for ax in (axis, 1 - axis):
-        n, centre, half = mask.shape[ax], mask.shape[ax] // 2, max(_centre_half(mask, ax), 0)
+        n, centre, half = mask.shape[ax], mask.shape[ax] // 2, max(centre_half(mask, ax), 0)
         window = np.zeros(n, np.float32)
         full = ax != axis and _centre_line(mask, ax).all()
         if full:
@@ -278,6 +278,27 @@ def symmetric_centre_window(mask: np.ndarray, axis: int) -> np.ndarray:
         windows.append(window)
     rows, cols = windows if axis == 0 else windows[::-1]
     return np.outer(rows, cols).astype(np.float32)
+
+
+def calibration_size(mask: np.ndarray) -> tuple[int, int]:
+    """Size ``(ch, cw)`` of the largest fully sampled rectangle centred on DC (shrunk until fully sampled)."""
+    h, w = mask.shape
+    cy, cx = h // 2, w // 2
+
+    def run(line: np.ndarray, c: int) -> int:
+        lo, hi = c, c
+        while lo > 0 and line[lo - 1]:
+            lo -= 1
+        while hi < len(line) - 1 and line[hi + 1]:
+            hi += 1
+        return 2 * min(c - lo, hi - c) + 1 if line[c] else 0
+
+    ch, cw = run(mask[:, cx], cy), run(mask[cy, :], cx)
+    while ch > 1 and cw > 1 and not mask[cy - ch // 2 : cy - ch // 2 + ch, cx - cw // 2 : cx - cw // 2 + cw].all():
+        ch, cw = (ch - 2, cw) if ch >= cw else (ch, cw - 2)
+    if min(ch, cw) < 2:
+        raise InputError("k-space has no fully sampled calibration centre; pass calib explicitly")
+    return ch, cw
 
 
 def _ellipse_r2(h: int, w: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 
 from neurodiff.errors import InputError
 from neurodiff.mri.fft import fft2c, ifft2c
-from neurodiff.mri.masks import check_mask, mask_from_kspace
+from neurodiff.mri.masks import calibration_size, check_mask, mask_from_kspace
 
 
 def rss(coil_images: torch.Tensor, dim: int = -3) -> torch.Tensor:
@@ -122,7 +122,7 @@ def estimate_sensitivities(kspace: torch.Tensor, calib: int | None = None) -> to
         raise InputError(f"kspace must have shape (C, H, W), got {tuple(kspace.shape)}")
     h, w = kspace.shape[-2:]
     if calib is None:
-        ch, cw = _calibration_size(mask_from_kspace(kspace))
+        ch, cw = calibration_size(mask_from_kspace(kspace))
     elif calib >= 2:
         ch, cw = min(calib, h), min(calib, w)
     else:
@@ -171,24 +171,3 @@ def _extrapolate_edges(maps: torch.Tensor, energy: torch.Tensor, axis: int, band
         weight = (16 * e[opposite].mean(0) / peak).clamp(0, 1)  # (L,)
         out[:, edge] = weight * line + (1 - weight) * out[:, edge]
     return out.movedim(1, axis)
-
-
-def _calibration_size(mask: np.ndarray) -> tuple[int, int]:
-    """Size ``(ch, cw)`` of the largest fully sampled rectangle centred on DC (shrunk until fully sampled)."""
-    h, w = mask.shape
-    cy, cx = h // 2, w // 2
-
-    def run(line: np.ndarray, c: int) -> int:
-        lo, hi = c, c
-        while lo > 0 and line[lo - 1]:
-            lo -= 1
-        while hi < len(line) - 1 and line[hi + 1]:
-            hi += 1
-        return 2 * min(c - lo, hi - c) + 1 if line[c] else 0
-
-    ch, cw = run(mask[:, cx], cy), run(mask[cy, :], cx)
-    while ch > 1 and cw > 1 and not mask[cy - ch // 2 : cy - ch // 2 + ch, cx - cw // 2 : cx - cw // 2 + cw].all():
-        ch, cw = (ch - 2, cw) if ch >= cw else (ch, cw - 2)
-    if min(ch, cw) < 2:
-        raise InputError("k-space has no fully sampled calibration centre; pass calib explicitly")
-    return ch, cw

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodiff.errors import InputError, OutputExistsError
+from neurodiff.mri.masks import centre_half, mask_from_kspace, symmetric_centre_window
 
 # BART dims: READ, PHS1, PHS2, COIL, MAPS, TE, COEFF, COEFF2, ITER, CSHIFT, TIME, TIME2, LEVEL, SLICE, ...
 _BART_SLICE_DIM = 13
@@ -41,6 +42,8 @@ class KSpace:
     noise : ndarray, shape (C, N), complex64, or None
         Noise-only samples of each coil (Siemens noise adjust scan, ISMRMRD noise measurement), when the file holds
         them: the coil noise covariance for prewhitening (:func:`neurodiff.mri.whitening.prewhiten`).
+    notes : tuple of str
+        What the reader changed to bring the file to neurodiff's FFT convention (:func:`_recentred`).
     """
 
     data: np.ndarray
@@ -49,6 +52,7 @@ class KSpace:
     source: str
     axes: tuple[str, str, str] = ("phase-encode", "readout", "slice")
     noise: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
 
 AXES_3D = ("phase-encode", "partition", "readout")
@@ -81,9 +85,11 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
       kept as ``noise``. Multi-slab, multi-echo, multi-phase and multi-set data raise :class:`InputError`.
     - fastMRI stores ``kspace`` as ``(S[, C], readout, phase-encode)``; it is transposed to ``(S, C, PE, RO)``
       (so images are transposed relative to fastMRI's). Its centring is the same as ours (fastMRI's
-      ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept; a
-      file whose k-space peak lies in a corner (uncentred) is rejected. Readout oversampling is removed when
-      ``ismrmrd_header`` gives a smaller recon than encoded matrix.
+      ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept.
+      Readout oversampling is removed when ``ismrmrd_header`` gives a smaller recon than encoded matrix. A real
+      ``kspace`` of shape ``(x, ky, kz, 2 C)`` with real and imaginary channels alternating is the
+      Calgary-Campinas multi-coil layout (3D, the readout ``x`` already in image space): its ``x`` positions are
+      the slices, ``(ky, kz)`` their 2D k-space.
     - ISMRMRD HDF5 (``/dataset/data`` + ``/dataset/xml``, e.g. from ``siemens_to_ismrmrd``): Cartesian 2D or 3D
       imaging lines only (navigator, phase-correction, feedback and dummy scans dropped; noise scans kept as
       ``noise``; reversed lines flipped), placed by ``kspace_encode_step_1`` (and ``_2``) with the header's
@@ -93,6 +99,9 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
       multi-contrast/-phase/-set and non-Cartesian data raise.
     - BART: dims ``[RO, PE1, PE2, COIL, ..., SLICE (13)]``; ``PE2 > 1`` is 3D (one slab); other non-singleton
       dims raise.
+    - NIfTI, BART and fastMRI-style HDF5 are written by people, under their own FFT convention: k-space whose peak
+      lies in a corner is fftshifted, and an image that lands half a field of view off is shifted back
+      (:func:`_recentred`; recorded in ``notes``). Scanner formats (twix, ISMRMRD) are placed by their headers.
     """
     p = Path(path)
     name = p.name.lower()
@@ -148,31 +157,72 @@ def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) ->
 
 
 def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | None, source: str,
-             name: str = "", volumetric: bool = False, noise: np.ndarray | None = None) -> KSpace:
+             name: str = "", volumetric: bool = False, noise: np.ndarray | None = None,
+             recentre: bool = False) -> KSpace:
     """Validate ``(S, C, H, W)`` k-space of format ``source`` (file ``name``, for messages) and wrap it;
     ``volumetric``: the slices are the readout positions of a 3D acquisition (:func:`_to_slices`); ``noise``:
-    noise-only samples ``(C, N)``, kept when finite."""
+    noise-only samples ``(C, N)``, kept when finite; ``recentre``: the file's FFT convention is its writer's
+    choice (:func:`_recentred`), else a peak in a corner raises."""
     voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
     if noise is not None:
         noise = np.ascontiguousarray(noise, dtype=np.complex64) if np.isfinite(noise).all() else None
-    return KSpace(data=_validated(data, name or source), voxel_size=voxel, affine=affine, source=source,
-                  **({"axes": AXES_3D} if volumetric else {}), noise=noise)
+    data, notes = _recentred(_validated(data, name or source), name or source, recentre)
+    return KSpace(data=data, voxel_size=voxel, affine=affine, source=source,
+                  **({"axes": AXES_3D} if volumetric else {}), noise=noise, notes=notes)
 
 
 def _validated(data: np.ndarray, name: str) -> np.ndarray:
-    """``(S, C, H, W)`` k-space as complex64, or :class:`InputError` if it holds NaN, is all zero or is not
-    centred (its peak in a corner)."""
+    """``(S, C, H, W)`` k-space as complex64, or :class:`InputError` if it holds NaN or is all zero."""
     data = np.ascontiguousarray(data, dtype=np.complex64)
     if not np.isfinite(data).all():
         raise InputError("k-space contains NaN or infinite values")
     if not data.any():
         raise InputError("k-space is all zero")
+    return data
+
+
+def _recentred(data: np.ndarray, name: str, recentre: bool = True) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Bring ``(S, C, H, W)`` k-space written under another FFT convention to neurodiff's
+    (``fftshift(fft2(ifftshift(x)))``, :mod:`neurodiff.mri.fft`), and say what was done.
+
+    - Peak in a corner (``fft2(x)``, no shifts): fftshifted (with ``recentre`` False: :class:`InputError`).
+    - Image half a field of view off (``fftshift(fft2(x))``: the image not ifftshifted first; or the case above):
+      shifted back along both in-plane axes, as a writer's convention holds for both. Judged on the
+      low-resolution image of the sampled symmetric centre (at least 5 lines along the axis judged): along either
+      axis, its mean energy in the outer eighth at both edges of the field of view is over twice that in the central
+      quarter (the object sits on the edges, the centre is empty). An object filling the field of view along both
+      axes is left as it is.
+    """
     energy = (np.abs(data) ** 2).sum(axis=(0, 1))
     py, px = np.unravel_index(np.argmax(energy), energy.shape)
     h, w = energy.shape
+    notes = []
     if abs(py - h // 2) > h / 4 and abs(px - w // 2) > w / 4:
-        raise InputError(f"{name}: k-space peak is in a corner, not at the centre; fftshift it first")
-    return data
+        if not recentre:
+            raise InputError(f"{name}: k-space peak is in a corner, not at the centre; fftshift it first")
+        data = np.ascontiguousarray(np.fft.fftshift(data, axes=(-2, -1)))
+        notes.append("k-space stored uncentred (peak in a corner): fftshifted")
+    if not recentre:
+        return data, ()
+    mask = mask_from_kspace(data)
+    judged = [axis for axis in (0, 1) if centre_half(mask, axis) >= 2]
+    wrapped = []
+    for axis in judged:
+        low = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(data * symmetric_centre_window(mask, axis),
+                                                             axes=(-2, -1))), axes=(-2, -1))
+        profile = (np.abs(low) ** 2).sum(axis=(0, 1, 3 - axis))
+        n = profile.size
+        band = max(1, n // 8)
+        edges = np.concatenate([profile[:band], profile[-band:]]).mean()
+        if edges > 2 * profile[n // 2 - band:n // 2 + band].mean():
+            wrapped.append(axis)
+    if wrapped:  # one convention for both axes (an object may fill one of them)
+        h_phase, w_phase = (np.exp(-2j * np.pi * (np.arange(n) - n // 2) * (n // 2) / n).astype(np.complex64)
+                            for n in (h, w))
+        data = data * h_phase[:, None] * w_phase[None, :]
+        notes.append("image half a field of view off (k-space written as fftshift(fft2(x)), without ifftshift of "
+                     "the image): shifted back along both in-plane axes")
+    return data, tuple(notes)
 
 
 def _readout_image(k: np.ndarray, n: int) -> np.ndarray:
@@ -318,14 +368,19 @@ def _read_h5(path: Path) -> KSpace:
             raise InputError(f"{path.name} has neither a 'kspace' dataset (fastMRI) nor ISMRMRD acquisitions")
         k = np.asarray(f["kspace"][()])
         header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
+    if k.ndim == 4 and not np.iscomplexobj(k) and k.shape[-1] % 2 == 0:  # Calgary-Campinas (x, ky, kz, 2C)
+        k = (k[..., ::2] + 1j * k[..., 1::2]).transpose(0, 3, 1, 2)
+        return _checked(k, None, None, "calgary-campinas", path.name, volumetric=True, recentre=True)
     if k.ndim not in (3, 4) or not np.iscomplexobj(k):
-        raise InputError(f"fastMRI 'kspace' must be complex (S[, C], H, W), got {k.dtype} {k.shape}")
+        raise InputError(f"fastMRI 'kspace' must be complex (S[, C], H, W), or real (x, ky, kz, 2 x coils) with "
+                         f"real and imaginary channels alternating (Calgary-Campinas); got {k.dtype} {k.shape}")
     k = np.swapaxes(k if k.ndim == 4 else k[:, None], -1, -2)  # (S, C, readout, PE) -> (S, C, PE, readout)
-    k = _validated(k, path.name)  # before any cropping
+    k, notes = _recentred(_validated(k, path.name), path.name)  # before any cropping
     voxel = None
     if header is not None:
         k, voxel = _to_recon_space(k[:, :, None], header, path.name)
-    return KSpace(data=np.ascontiguousarray(k, dtype=np.complex64), voxel_size=voxel, affine=None, source="fastmri")
+    return KSpace(data=np.ascontiguousarray(k, dtype=np.complex64), voxel_size=voxel, affine=None, source="fastmri",
+                  notes=notes)
 
 
 def _xml_find(header: bytes | str, path: str) -> ET.Element | None:
@@ -422,7 +477,7 @@ def _read_cfl(base: Path) -> KSpace:
         raise InputError(f"BART dims {other} are > 1; only READ, PHS1, PHS2, COIL and SLICE (0-3, 13) are supported")
     k = raw.reshape(dims, order="F").reshape(*dims[:4], dims[_BART_SLICE_DIM], order="F")
     k = _to_slices(k.transpose(4, 3, 2, 1, 0), dims[0], base.name)  # (S, C, PHS2, PHS1, READ)
-    return _checked(k, None, None, "bart", base.name, volumetric=dims[2] > 1)
+    return _checked(k, None, None, "bart", base.name, volumetric=dims[2] > 1, recentre=True)
 
 
 def _read_nifti(path: Path) -> KSpace:
@@ -436,4 +491,4 @@ def _read_nifti(path: Path) -> KSpace:
         raise InputError(f"{path.name}: k-space NIfTI must have axes (H, W[, S][, C]), got shape {k.shape}")
     k = k.reshape(k.shape + (1,) * (4 - k.ndim)).transpose(2, 3, 0, 1)
     zooms = tuple(img.header.get_zooms()[:3]) + (1.0,) * 3
-    return _checked(k, zooms[:3], np.asarray(img.affine, dtype=float), "nifti", path.name)
+    return _checked(k, zooms[:3], np.asarray(img.affine, dtype=float), "nifti", path.name, recentre=True)

@@ -297,6 +297,8 @@ def _kspace_problem(
     record = ImageRecord(record.affine, record.header, shape, path, None, False)
     info = {"slice_range": [sl.start, sl.stop], "kspace_noise_std": _rounded(noise_std),
             "axes": list(ks.axes)}
+    if ks.notes:
+        info["kspace_reader_notes"] = list(ks.notes)
     if ks.voxel_size is None:
         info["geometry"] = "unknown (the file has no header): 1 mm voxels assumed, readout oversampling kept"
     if c > 1:

@@ -9,7 +9,8 @@ import torch
 from neurodiff.errors import InputError, OutputExistsError
 from neurodiff.mri.fft import fft2c, ifft2c
 from neurodiff.mri.operators import rss
-from neurodiff.mri.raw import read_kspace, write_cfl
+from neurodiff.mri.masks import sampling_mask
+from neurodiff.mri.raw import _recentred, read_kspace, write_cfl
 
 TWIX = Path(__file__).parents[1] / "data" / "mri" / "gre.dat"
 
@@ -103,8 +104,9 @@ def test_fastmri(tmp_path):
     torch.testing.assert_close(ifft2c(torch.from_numpy(cropped.data)), full_image, rtol=0, atol=1e-5)
     with h5py.File(tmp_path / "shifted.h5", "w") as f:
         f["kspace"] = np.fft.ifftshift(k, axes=(-2, -1))
-    with pytest.raises(InputError, match="corner"):
-        read_kspace(tmp_path / "shifted.h5")
+    shifted = read_kspace(tmp_path / "shifted.h5")  # uncentred: put back
+    np.testing.assert_array_equal(shifted.data, plain.data)
+    assert shifted.notes == ("k-space stored uncentred (peak in a corner): fftshifted",) and plain.notes == ()
     bad = k.copy()
     bad[0, 0, 0, 0] = np.nan  # checked before the centring (whose peak search a NaN would fool)
     for name, data, message in (("nan.h5", bad, "NaN"), ("zero.h5", 0 * k, "all zero")):
@@ -112,13 +114,60 @@ def test_fastmri(tmp_path):
             f["kspace"] = data
         with pytest.raises(InputError, match=message):
             read_kspace(tmp_path / name)
-    nib.save(nib.Nifti1Image(np.fft.ifftshift(np.swapaxes(k[0, 0], 0, 1)), np.eye(4)), tmp_path / "shifted.nii")
-    with pytest.raises(InputError, match="shifted.nii: k-space peak is in a corner"):  # every reader checks it
-        read_kspace(tmp_path / "shifted.nii")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_dataset("dataset/data", data=np.zeros(3))
     with pytest.raises(InputError, match="neither a 'kspace' dataset"):
         read_kspace(tmp_path / "other.h5")
+
+
+def _head_slices(n_slices=3):
+    """``(S, H, W)`` complex: a head-like object (a textured ellipse in the middle of the field of view, the
+    background empty) with a smooth phase."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[-1 : 1 : 40j, -1 : 1 : 36j]
+    inside = (yy / 0.7) ** 2 + (xx / 0.6) ** 2 < 1
+    image = inside * (1 + rng.random((n_slices, 40, 36))) * np.exp(1j * (yy + 0.5 * xx))
+    return image.astype(np.complex64)
+
+
+@pytest.mark.parametrize("convention", ["ours", "fftshift(fft2)", "fft2"])
+@pytest.mark.parametrize("undersampled", [False, True])
+def test_foreign_fft_conventions(tmp_path, convention, undersampled):
+    image = _head_slices()
+    mask = sampling_mask(image.shape[1:], 4, 0.08, "random", seed=3) if undersampled else np.ones(image.shape[1:])
+    if convention == "ours":
+        k = fft2c(torch.from_numpy(image)).numpy() * mask
+    else:
+        k = np.fft.fftshift(np.fft.fft2(image, norm="ortho"), axes=(-2, -1)) * mask
+        if convention == "fft2":
+            k = np.fft.ifftshift(k, axes=(-2, -1))
+    nib.save(nib.Nifti1Image(np.moveaxis(k, 0, 2), np.eye(4)), tmp_path / "k.nii.gz")
+    ks = read_kspace(tmp_path / "k.nii.gz")
+    expected = ifft2c(fft2c(torch.from_numpy(image)) * torch.from_numpy(mask).bool()).abs()
+    torch.testing.assert_close(ifft2c(torch.from_numpy(ks.data[:, 0])).abs(), expected, rtol=0, atol=1e-4)
+    assert len(ks.notes) == {"ours": 0, "fftshift(fft2)": 1, "fft2": 2}[convention]
+    assert all("half a field of view" in n for n in ks.notes[-1:] if convention != "ours")
+
+
+def test_scanner_formats_are_not_recentred():
+    k = np.fft.ifftshift(fft2c(torch.from_numpy(_head_slices()[:, None])).numpy(), axes=(-2, -1))
+    with pytest.raises(InputError, match="scan.dat: k-space peak is in a corner"):
+        _recentred(k, "scan.dat", recentre=False)
+
+
+def test_calgary_campinas(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    image = np.stack([_head_slices(4) * c for c in (1.0, 0.5j)], axis=-1)  # (x, ky, kz, coils)
+    k = np.fft.fft2(image, axes=(1, 2), norm="ortho")  # their convention: numpy's fft2, no shifts
+    k[:, :, 13:18] = 0  # partial Fourier along kz (its highest frequencies), as the dataset was acquired
+    stored = np.empty(k.shape[:3] + (4,), np.float32)
+    stored[..., ::2], stored[..., 1::2] = k.real, k.imag
+    with h5py.File(tmp_path / "e14089s3_P53248.7.h5", "w") as f:
+        f["kspace"] = stored
+    ks = read_kspace(tmp_path / "e14089s3_P53248.7.h5")
+    assert ks.source == "calgary-campinas" and ks.data.shape == (4, 2, 40, 36) and ks.axes[2] == "readout"
+    expected = np.abs(np.fft.ifft2(k, axes=(1, 2), norm="ortho")).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(np.abs(ifft2c(torch.from_numpy(ks.data)).numpy()), expected, atol=1e-4)
 
 
 def _ismrmrd_file(path, lines, matrix, centre_lin, fov=(240.0, 240.0, 4.0), recon_x=None, partitions=1, centre_par=0):

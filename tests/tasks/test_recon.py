@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri import fft2c, kspace_noise_variance
+from neurodiff.mri import fft2c, ifft2c, kspace_noise_variance
 from neurodiff.tasks.recon import output_paths, parse_slices, reconstruct, write
 
 from ..conftest import DATA, EXAMPLE
@@ -137,6 +137,20 @@ def test_fully_sampled_kspace_skips_the_sampler(tmp_path):
     padded[..., :6, :] = 0
     write_cfl(tmp_path / "padded.cfl", padded)
     assert reconstruct(tmp_path / "padded.cfl", model="no-such-model", device="cpu").params["sampler"] == "none"
+
+
+def test_kspace_of_another_fft_convention_is_shifted_back(tmp_path):
+    """k-space a user wrote as ``fftshift(fft2(x))`` (the image not ifftshifted) gives the image where it is, not
+    half a field of view off, and the sidecar says what was done."""
+    from neurodiff.mri import read_kspace, write_cfl
+
+    k = read_kspace(DATA / "mri" / "gre.dat").data
+    expected = reconstruct(DATA / "mri" / "gre.dat", model="no-such-model", device="cpu").recon
+    coil_images = ifft2c(torch.from_numpy(k)).numpy()
+    write_cfl(tmp_path / "plain.cfl", np.fft.fftshift(np.fft.fft2(coil_images, norm="ortho"), axes=(-2, -1)))
+    res = reconstruct(tmp_path / "plain.cfl", model="no-such-model", device="cpu")
+    assert np.allclose(res.recon, expected, atol=1e-4 * expected.max())
+    assert "half a field of view" in res.params["kspace_reader_notes"][0]
 
 
 def test_zero_padded_kspace_undersampled_retrospectively(untrained_recon_model, tmp_path):
