@@ -190,8 +190,9 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True) -> tuple[np.n
       shifted back along both in-plane axes, as a writer's convention holds for both. Judged on the
       low-resolution image of the sampled symmetric centre (at least 5 lines along the axis judged): along either
       axis, its mean energy in the outer eighth at both edges of the field of view is over twice that in the central
-      quarter (the object sits on the edges, the centre is empty). An object filling the field of view along both
-      axes is left as it is.
+      quarter (the object sits on the edges, the centre is empty), and along neither is it below half of it (an
+      axis clearly centred, as an oversampled readout is, vetoes a tight field of view's bright edges along the
+      other). An object filling the field of view along both axes is left as it is.
     """
     energy = (np.abs(data) ** 2).sum(axis=(0, 1))
     py, px = np.unravel_index(np.argmax(energy), energy.shape)
@@ -205,18 +206,16 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True) -> tuple[np.n
     if not recentre:
         return data, ()
     mask = mask_from_kspace(data)
-    judged = [axis for axis in (0, 1) if centre_half(mask, axis) >= 2]
-    wrapped = []
-    for axis in judged:
+    ratios = []  # per judged axis: mean energy at the edges over that in the centre
+    for axis in (axis for axis in (0, 1) if centre_half(mask, axis) >= 2):
         low = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(data * symmetric_centre_window(mask, axis),
                                                              axes=(-2, -1))), axes=(-2, -1))
         profile = (np.abs(low) ** 2).sum(axis=(0, 1, 3 - axis))
         n = profile.size
         band = max(1, n // 8)
         edges = np.concatenate([profile[:band], profile[-band:]]).mean()
-        if edges > 2 * profile[n // 2 - band:n // 2 + band].mean():
-            wrapped.append(axis)
-    if wrapped:  # one convention for both axes (an object may fill one of them)
+        ratios.append(edges / max(profile[n // 2 - band:n // 2 + band].mean(), 1e-30))
+    if ratios and max(ratios) > 2 and min(ratios) > 0.5:  # one convention for both axes (an object may fill one)
         h_phase, w_phase = (np.exp(-2j * np.pi * (np.arange(n) - n // 2) * (n // 2) / n).astype(np.complex64)
                             for n in (h, w))
         data = data * h_phase[:, None] * w_phase[None, :]

@@ -149,6 +149,16 @@ def test_foreign_fft_conventions(tmp_path, convention, undersampled):
     assert all("half a field of view" in n for n in ks.notes[-1:] if convention != "ours")
 
 
+def test_centred_readout_vetoes_bright_edges():
+    """Correctly centred data whose object has bright edges along a tight phase-encode field of view (scalp fat)
+    stay as they are when the other axis is clearly centred (an oversampled readout)."""
+    yy, xx = np.mgrid[-1 : 1 : 40j, -1 : 1 : 64j]
+    image = (np.abs(xx) < 0.45) * (0.2 + 3.0 * (np.abs(yy) > 0.8))  # fills axis 0, bright at its edges
+    k = fft2c(torch.from_numpy(image[None, None].astype(np.complex64))).numpy()
+    data, notes = _recentred(k, "tight.nii")
+    assert notes == () and np.array_equal(data, k)
+
+
 def test_scanner_formats_are_not_recentred():
     k = np.fft.ifftshift(fft2c(torch.from_numpy(_head_slices()[:, None])).numpy(), axes=(-2, -1))
     with pytest.raises(InputError, match="scan.dat: k-space peak is in a corner"):
