@@ -187,12 +187,13 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True) -> tuple[np.n
 
     - Peak in a corner (``fft2(x)``, no shifts): fftshifted (with ``recentre`` False: :class:`InputError`).
     - Image half a field of view off (``fftshift(fft2(x))``: the image not ifftshifted first; or the case above):
-      shifted back along both in-plane axes, as a writer's convention holds for both. Judged on the
-      low-resolution image of the sampled symmetric centre (at least 5 lines along the axis judged): along either
-      axis, its mean energy in the outer eighth at both edges of the field of view is over twice that in the central
-      quarter (the object sits on the edges, the centre is empty), and along neither is it below half of it (an
-      axis clearly centred, as an oversampled readout is, vetoes a tight field of view's bright edges along the
-      other). An object filling the field of view along both axes is left as it is.
+      shifted back along both in-plane axes, as a writer's convention holds for both. Judged on the object's
+      support in the low-resolution image of the sampled symmetric centre (at least 5 lines along the axis judged;
+      coil images root-sum-of-squared; above 5% of its 99th percentile, so that coil sensitivity fall-off does not
+      count): along each axis, the share of the outer eighths at both edges of the field of view that lies in the
+      object minus that of the central quarter. The image is taken as shifted when these differences add up to more
+      than 0.5 and none is below -0.3 (an axis clearly centred, as an oversampled readout is, vetoes). An object
+      filling the field of view along both axes is left as it is.
     """
     energy = (np.abs(data) ** 2).sum(axis=(0, 1))
     py, px = np.unravel_index(np.argmax(energy), energy.shape)
@@ -206,16 +207,17 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True) -> tuple[np.n
     if not recentre:
         return data, ()
     mask = mask_from_kspace(data)
-    ratios = []  # per judged axis: mean energy at the edges over that in the centre
+    shifts = []  # per judged axis: share of the edges inside the object minus that of the centre
     for axis in (axis for axis in (0, 1) if centre_half(mask, axis) >= 2):
         low = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(data * symmetric_centre_window(mask, axis),
                                                              axes=(-2, -1))), axes=(-2, -1))
-        profile = (np.abs(low) ** 2).sum(axis=(0, 1, 3 - axis))
-        n = profile.size
+        magnitude = np.sqrt((np.abs(low) ** 2).sum(axis=1))  # (S, H, W)
+        inside = (magnitude > 0.05 * np.percentile(magnitude, 99)).mean(axis=(0, 2 - axis))  # along the axis
+        n = inside.size
         band = max(1, n // 8)
-        edges = np.concatenate([profile[:band], profile[-band:]]).mean()
-        ratios.append(edges / max(profile[n // 2 - band:n // 2 + band].mean(), 1e-30))
-    if ratios and max(ratios) > 2 and min(ratios) > 0.5:  # one convention for both axes (an object may fill one)
+        edges, centre = np.concatenate([inside[:band], inside[-band:]]), inside[n // 2 - band:n // 2 + band]
+        shifts.append(edges.mean() - centre.mean())
+    if sum(shifts) > 0.5 and min(shifts, default=0.0) > -0.3:  # one convention for both axes
         h_phase, w_phase = (np.exp(-2j * np.pi * (np.arange(n) - n // 2) * (n // 2) / n).astype(np.complex64)
                             for n in (h, w))
         data = data * h_phase[:, None] * w_phase[None, :]

@@ -149,14 +149,22 @@ def test_foreign_fft_conventions(tmp_path, convention, undersampled):
     assert all("half a field of view" in n for n in ks.notes[-1:] if convention != "ours")
 
 
-def test_centred_readout_vetoes_bright_edges():
-    """Correctly centred data whose object has bright edges along a tight phase-encode field of view (scalp fat)
-    stay as they are when the other axis is clearly centred (an oversampled readout)."""
-    yy, xx = np.mgrid[-1 : 1 : 40j, -1 : 1 : 64j]
-    image = (np.abs(xx) < 0.45) * (0.2 + 3.0 * (np.abs(yy) > 0.8))  # fills axis 0, bright at its edges
-    k = fft2c(torch.from_numpy(image[None, None].astype(np.complex64))).numpy()
-    data, notes = _recentred(k, "tight.nii")
-    assert notes == () and np.array_equal(data, k)
+@pytest.mark.parametrize("convention", ["ours", "fftshift(fft2)"])
+def test_coil_sensitivity_fall_off_does_not_fool_the_recentring(convention):
+    """Multi-coil data are judged on the object's support, not its energy: coils bright at the edges of a tight
+    field of view (the object filling one axis) neither trigger a shift of correct data nor hide a wrong one."""
+    yy, xx = np.mgrid[-1 : 1 : 40j, -1 : 1 : 36j]
+    image = np.broadcast_to(np.abs(xx) < 0.6, (2, 40, 36))  # fills axis 0
+    coils = np.stack([np.exp(-((yy - 1.1 * np.sin(a)) ** 2 + (xx - 1.1 * np.cos(a)) ** 2) / 0.4)
+                      for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)])  # centre ~5x darker than the edges
+    coil_images = (image[:, None] * coils[None]).astype(np.complex64)
+    if convention == "ours":
+        k = fft2c(torch.from_numpy(coil_images)).numpy()
+    else:
+        k = np.fft.fftshift(np.fft.fft2(coil_images, norm="ortho"), axes=(-2, -1))
+    data, notes = _recentred(k, "coils.cfl")
+    assert len(notes) == (convention != "ours")
+    np.testing.assert_allclose(np.abs(ifft2c(torch.from_numpy(data)).numpy()), np.abs(coil_images), atol=1e-4)
 
 
 def test_scanner_formats_are_not_recentred():
