@@ -2,9 +2,9 @@
 
     python benchmarks/kspace_conventions.py ../shared/data > benchmarks/results/kspace_conventions.txt
 
-Three slices (one case) in each of three orientations of four volumes (Colin27 at 2 mm as shipped, the niivue
-FLAIR at 1 mm, Colin27 with skull at 1 mm, NiChart subject 15's T1 at 2 mm), at their own field of view and cut to the object
-along the first axis (a tight field of view), fully sampled and under 4x / 8x random, 4x equispaced and 6x
+Three slices (one case) in each of three orientations of four volumes (Colin27 at 2 mm as shipped, the niivue FLAIR
+at 1 mm, Colin27 with skull at 1 mm, NiChart subject 15's T1 at 2 mm), at their own field of view and cut to the
+object along the first axis (a tight field of view), fully sampled and under 4x / 8x random, 4x equispaced and 6x
 Poisson-disc masks, single-coil and as 16 coils on a ring around the field of view whose sensitivities fall off
 towards the centre (Gaussian profiles of width 0.8, 0.4 and 0.2 in units of the half field of view: the centre about
 as bright as the edges, 5x and 50x darker), written as ``fftshift(fft2(ifftshift(x)))`` (neurodiff's),
