@@ -142,6 +142,8 @@ def recon(
     slice_axis: int = typer.Option(2, help="Voxel axis along which the volume is sliced; k-space is 2D over the "
                                    "other two."),
     slices: Optional[str] = typer.Option(None, help="Reconstruct only slices A:B (e.g. 40:48); outputs cover these."),
+    echo: Optional[int] = typer.Option(None, help="Echo of multi-echo raw k-space (twix, ISMRMRD contrasts) to "
+                                       "reconstruct, 1 = the first; outputs are named echo-N."),
     samples: int = typer.Option(8, help="Posterior samples (drawn as one batch); their spread is the uncertainty."),
     steps: int = typer.Option(20, help="Sampler steps per sample."),
     eta: float = typer.Option(1.0, help="Sampler stochasticity (1 = ancestral, keeps the posterior spread)."),
@@ -175,14 +177,14 @@ def recon(
         raise InputError(f"input file not found: {input}" + (f" (BART data: give {bart})" if bart.exists() else ""))
     if input.is_dir():
         raise InputError(f"input {input} is a folder; give a NIfTI or k-space file")
-    paths = output_paths(input, out_dir, save_samples)
+    paths = output_paths(input, out_dir, save_samples, echo)
     with OutputSet(list(paths.values()), force=force, inputs=[input] + ([mask] if mask else [])) as outputs:
         with _progress(quiet, "sampling") as update:
             res = reconstruct(
                 input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
                 center_fraction=center_fraction, mask=mask, pe_axis=pe_axis, slice_axis=slice_axis, slices=slices,
-                samples=samples, steps=steps, eta=eta, dc_weight=dc_weight, model=model, device=device.value, seed=seed,
-                save_samples=save_samples, progress=update,
+                echo=echo, samples=samples, steps=steps, eta=eta, dc_weight=dc_weight, model=model, device=device.value,
+                seed=seed, save_samples=save_samples, progress=update,
             )
         write(res, input, paths, outputs.tmp)
     if not quiet:

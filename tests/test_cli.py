@@ -100,6 +100,7 @@ def test_mask_with_accel_slices_out_of_range_and_mask_as_output(scan, tmp_path, 
     common = ("--model", untrained_recon_model, "--steps", 1, "--samples", 2)
     assert_one_line_error(run("recon", scan, "--mask", m, "--accel", 8, "--out-dir", tmp_path / "o", *common))
     assert_one_line_error(run("recon", scan, "--slices", "1:10", "--out-dir", tmp_path / "o", *common))
+    assert_one_line_error(run("recon", scan, "--echo", 2, "--out-dir", tmp_path / "o", *common))  # an image
     own = scan.parent / "scan_desc-mask.nii.gz"  # the user's mask where the mask output would go
     _write(own, plane, like)
     before = own.read_bytes()

@@ -34,7 +34,8 @@ def split_extension(name: str) -> tuple[str, str]:
 
 
 def derivative_path(
-    source: str | Path, desc: str, out_dir: str | Path | None = None, ext: str = ".nii.gz"
+    source: str | Path, desc: str, out_dir: str | Path | None = None, ext: str = ".nii.gz",
+    entities: dict[str, str] | None = None,
 ) -> Path:
     """Name a derivative of ``source`` the BIDS way, with a ``desc-<desc>`` entity.
 
@@ -52,6 +53,8 @@ def derivative_path(
         Output folder; default the source's folder.
     ext : str
         Extension of the derivative, e.g. ``".nii.gz"``, ``".json"``.
+    entities : dict, optional
+        Further BIDS entities, e.g. ``{"echo": "2"}``, placed before ``desc-`` (replacing the source's own).
 
     Returns
     -------
@@ -67,9 +70,12 @@ def derivative_path(
         raise InputError(f"desc label {desc!r} must be letters and digits only (BIDS)")
     source = Path(source).expanduser()
     stem, _ = split_extension(source.name)
-    parts = [p for p in stem.split("_") if not p.startswith("desc-")]
+    extra = [f"{key}-{value}" for key, value in (entities or {}).items()]
+    replaced = tuple(f"{key}-" for key in (entities or {})) + ("desc-",)
+    parts = [p for p in stem.split("_") if not p.startswith(replaced)]
     is_bids = len(parts) > 1 and "-" not in parts[-1] and all("-" in p for p in parts[:-1])
-    parts.insert(len(parts) - 1 if is_bids else len(parts), f"desc-{desc}")
+    at = len(parts) - 1 if is_bids else len(parts)
+    parts[at:at] = extra + [f"desc-{desc}"]
     folder = source.parent if out_dir is None else Path(out_dir).expanduser()
     path = folder / ("_".join(parts) + (ext if ext.startswith(".") or not ext else f".{ext}"))
     if path.resolve() == source.resolve():

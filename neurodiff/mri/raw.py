@@ -58,7 +58,7 @@ class KSpace:
 AXES_3D = ("phase-encode", "partition", "readout")
 
 
-def read_kspace(path: str | os.PathLike) -> KSpace:
+def read_kspace(path: str | os.PathLike, echo: int | None = None) -> KSpace:
     """Read measured k-space, choosing the reader by file extension.
 
     Parameters
@@ -66,6 +66,9 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
     path : str or PathLike
         ``.dat`` (Siemens twix, needs ``pip install neurodiff[raw]``), ``.h5`` (fastMRI or ISMRMRD), ``.cfl``/``.hdr``
         (BART pair) or ``.nii``/``.nii.gz`` (complex NIfTI with axes ``(H, W[, S][, C])``).
+    echo : int, optional
+        Which echo (contrast) of a multi-echo twix or ISMRMRD file to read, 1 = the first (as BIDS ``echo-1``);
+        required when the file holds several, else an :class:`InputError` says how many there are.
 
     Returns
     -------
@@ -82,7 +85,8 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
       GRAPPA calibration) fill only lines the imaging scan skipped; lines sharing ``(Slc, Par, Lin)`` (averages,
       repetitions, segments) averaged, readout oversampling removed (centred inverse FFT along readout, central
       ``1 / flReadoutOSFactor`` kept, FFT back for 2D data); noise adjust scans of any measurement of the file
-      kept as ``noise``. Multi-slab, multi-echo, multi-phase and multi-set data raise :class:`InputError`.
+      kept as ``noise``; the lines of the chosen ``echo`` (``Eco`` counter). Multi-slab, multi-phase and
+      multi-set data raise :class:`InputError`.
     - fastMRI stores ``kspace`` as ``(S[, C], readout, phase-encode)``; it is transposed to ``(S, C, PE, RO)``
       (so images are transposed relative to fastMRI's). Its centring is the same as ours (fastMRI's
       ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept.
@@ -95,8 +99,8 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
       ``noise``; reversed lines flipped), placed by ``kspace_encode_step_1`` (and ``_2``) with the header's
       ``encodingLimits`` centres on the middle and ``center_sample`` on ``W // 2``, averages and repetitions
       averaged; separately acquired calibration lines fill only lines the imaging scan skipped; readout
-      oversampling removed when ``reconSpace`` is smaller than ``encodedSpace``. Multi-slab 3D,
-      multi-contrast/-phase/-set and non-Cartesian data raise.
+      oversampling removed when ``reconSpace`` is smaller than ``encodedSpace``; the lines of the chosen ``echo``
+      (``contrast`` counter). Multi-slab 3D, multi-phase/-set and non-Cartesian data raise.
     - BART: dims ``[RO, PE1, PE2, COIL, ..., SLICE (13)]``; ``PE2 > 1`` is 3D (one slab); other non-singleton
       dims raise.
     - NIfTI, BART and fastMRI-style HDF5 are written by people, under their own FFT convention: k-space whose peak
@@ -105,6 +109,10 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
     """
     p = Path(path)
     name = p.name.lower()
+    if echo is not None and echo < 1:
+        raise InputError(f"--echo counts from 1 (the first echo), got {echo}")
+    if echo is not None and echo > 1 and not name.endswith((".dat", ".h5", ".hdf5")):
+        raise InputError(f"--echo {echo}: {p.name} holds one echo (echoes are read from twix and ISMRMRD files)")
     if name.endswith((".cfl", ".hdr")):
         base = p.with_suffix("")
         for part in (base.with_suffix(".cfl"), base.with_suffix(".hdr")):
@@ -116,9 +124,9 @@ def read_kspace(path: str | os.PathLike) -> KSpace:
     if name.endswith((".nii", ".nii.gz")):
         return _read_nifti(p)
     if name.endswith((".h5", ".hdf5")):
-        return _read_h5(p)
+        return _read_h5(p, echo)
     if name.endswith(".dat"):
-        return _read_twix(p)
+        return _read_twix(p, echo)
     raise InputError(
         f"unknown k-space format {p.name!r}: use .dat (twix), .h5 (fastMRI, ISMRMRD), .cfl/.hdr (BART) or .nii[.gz]"
     )
@@ -311,7 +319,18 @@ _TWIX_NOT_REFERENCE = ("ACQEND", "RTFEEDBACK", "HPFEEDBACK", "SYNCDATA", "REFPHA
                        "PHASCOR", "NOISEADJSCAN")
 
 
-def _read_twix(path: Path) -> KSpace:
+def _echo_lines(counter: np.ndarray, echo: int | None, name: str) -> np.ndarray:
+    """Which lines, of 0-based echo counters ``counter`` ``(N,)``, belong to ``echo`` (1-based; None: the file must
+    hold one echo): ``(N,)`` bool."""
+    n = int(counter.max()) + 1
+    if echo is None and n > 1:
+        raise InputError(f"{name} holds {n} echoes (contrasts): choose one with --echo 1..{n}")
+    if echo is not None and echo > n:
+        raise InputError(f"--echo {echo}: {name} holds {n} echo{'es' if n > 1 else ''} (1..{n})")
+    return counter == (echo or 1) - 1
+
+
+def _read_twix(path: Path, echo: int | None = None) -> KSpace:
     try:
         import twixtools
     except ImportError:
@@ -325,9 +344,13 @@ def _read_twix(path: Path) -> KSpace:
     reference = [m for m in meas["mdb"] if m.is_flag_set("PATREFSCAN") and not m.is_image_scan()
                  and not any(m.is_flag_set(f) for f in _TWIX_NOT_REFERENCE) and m.data.shape == image[0].data.shape]
     lines = image + reference
-    for counter in ("cEco", "cPhs", "cSet"):
+    chosen = _echo_lines(np.array([m.cEco for m in lines]), echo, path.name)
+    image, reference = ([m for m, keep in zip(part, chosen[offset:]) if keep]
+                        for part, offset in ((image, 0), (reference, len(image))))
+    lines = image + reference
+    for counter in ("cPhs", "cSet"):
         if any(getattr(m, counter) for m in lines):
-            raise InputError(f"{path.name}: multi-echo, -phase or -set twix data ({counter} > 0) not supported yet")
+            raise InputError(f"{path.name}: multi-phase or -set twix data ({counter} > 0) not supported yet")
     par = np.array([m.cPar for m in lines])
     data = np.stack([m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data for m in lines])
     k = _assemble(data, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
@@ -355,7 +378,7 @@ def _read_twix(path: Path) -> KSpace:
                     noise=np.concatenate(noise, axis=1) if noise else None)
 
 
-def _read_h5(path: Path) -> KSpace:
+def _read_h5(path: Path, echo: int | None = None) -> KSpace:
     try:
         import h5py
     except ImportError:
@@ -365,8 +388,10 @@ def _read_h5(path: Path) -> KSpace:
             groups = [g for g in f.values() if isinstance(g, h5py.Group) and "data" in g
                       and g["data"].dtype.names is not None and "head" in g["data"].dtype.names]
             if groups:
-                return _read_ismrmrd(groups[0], path.name)
+                return _read_ismrmrd(groups[0], path.name, echo)
             raise InputError(f"{path.name} has neither a 'kspace' dataset (fastMRI) nor ISMRMRD acquisitions")
+        if echo not in (None, 1):
+            raise InputError(f"--echo {echo}: {path.name} holds one echo (a fastMRI-style 'kspace' dataset)")
         k = np.asarray(f["kspace"][()])
         header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
     if k.ndim == 4 and not np.iscomplexobj(k) and k.shape[-1] % 2 == 0:  # Calgary-Campinas (x, ky, kz, 2C)
@@ -418,7 +443,7 @@ _ISMRMRD_NOT_IMAGE = (19, 23, 24, 26, 27, 28, 29, 30, 31)  # noise, navigator, p
 _ISMRMRD_NOISE, _ISMRMRD_CALIBRATION, _ISMRMRD_REVERSE = 19, 20, 22
 
 
-def _read_ismrmrd(group, name: str) -> KSpace:
+def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
     """Cartesian 2D k-space from an ISMRMRD HDF5 group (``/dataset``) holding ``data`` and ``xml``."""
     acq = group["data"][()]
     head = acq["head"]
@@ -430,6 +455,7 @@ def _read_ismrmrd(group, name: str) -> KSpace:
     keep = ~np.any([flag(b) for b in _ISMRMRD_NOT_IMAGE], axis=0)
     if not keep.any():
         raise InputError(f"{name} holds no imaging k-space lines")
+    keep[keep] = _echo_lines(head["idx"]["contrast"][keep].astype(int), echo, name)
     noise_lines = flag(_ISMRMRD_NOISE) & (head["active_channels"] == head["active_channels"][keep][0])
     noise = ([acq["data"][i].view(np.complex64).reshape(int(head["active_channels"][i]), -1)
               for i in np.flatnonzero(noise_lines)])
@@ -437,9 +463,9 @@ def _read_ismrmrd(group, name: str) -> KSpace:
     if (head["trajectory_dimensions"] > 0).any():
         raise InputError(f"{name}: non-Cartesian ISMRMRD data (a trajectory is stored) are not supported")
     idx = head["idx"]
-    for counter in ("contrast", "phase", "set"):
+    for counter in ("phase", "set"):
         if idx[counter].any():
-            raise InputError(f"{name}: multi-contrast, -phase or -set ISMRMRD data ({counter} > 0) not supported yet")
+            raise InputError(f"{name}: multi-phase or -set ISMRMRD data ({counter} > 0) not supported yet")
     n, c = np.unique(head["number_of_samples"]), np.unique(head["active_channels"])
     if len(n) > 1 or len(c) > 1:
         raise InputError(f"{name}: imaging lines differ in samples ({n.tolist()}) or channels ({c.tolist()})")

@@ -226,9 +226,9 @@ def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
 
 def _kspace_problem(
     path: Path, mask_file: Path | None, accel: float | None, mask_type: str, center_fraction: float, pe_axis: int,
-    seed: int, slices: str | None, dc_weight: float,
+    seed: int, slices: str | None, dc_weight: float, echo: int | None = None,
 ) -> _Problem:
-    ks, whitening = prewhiten(read_kspace(path))
+    ks, whitening = prewhiten(read_kspace(path, echo))
     sl = parse_slices(slices, ks.data.shape[0])
     data = torch.from_numpy(ks.data[sl])  # (S, C, H, W)
     hw = tuple(data.shape[-2:])
@@ -327,6 +327,7 @@ def reconstruct(
     pe_axis: int = 0,
     slice_axis: int = 2,
     slices: str | None = None,
+    echo: int | None = None,
     samples: int = 8,
     steps: int = 20,
     eta: float = 1.0,
@@ -360,6 +361,8 @@ def reconstruct(
         Voxel axis along which slices are taken (k-space is 2D over the other two).
     slices
         ``"A:B"`` subset of slices (outputs cover only these; the affine is shifted to match).
+    echo
+        Echo (contrast) of a multi-echo twix or ISMRMRD file, 1 = the first; required when there are several.
     samples, steps, eta
         Number of posterior samples (drawn as one batch per group of slices), DDIM steps and stochasticity.
     views
@@ -404,8 +407,11 @@ def reconstruct(
     if use_kspace:
         if path is None:
             raise InputError("k-space input must be a file")
-        prob = _kspace_problem(path, mask_path, accel, mask_type, center_fraction, pe_axis, seed, slices, dc_weight)
+        prob = _kspace_problem(path, mask_path, accel, mask_type, center_fraction, pe_axis, seed, slices, dc_weight,
+                               echo)
     else:
+        if echo is not None:
+            raise InputError("--echo picks an echo of multi-echo raw k-space (twix, ISMRMRD); the input is an image")
         prob = _image_problem(src if path is None else path, slice_axis, slices, mask_path,
                               4.0 if accel is None else accel, mask_type, center_fraction, pe_axis, seed, dc_weight)
     if not prob.mask.any():
@@ -474,7 +480,7 @@ def reconstruct(
     drawn = mask_path is None and (accel is not None or not use_kspace)  # a mask was drawn from these
     params = dict(accel=(4.0 if accel is None else accel) if drawn else None,
                   mask_type=mask_type if drawn else None, center_fraction=center_fraction if drawn else None,
-                  mask=str(mask_path) if mask_path else None, pe_axis=pe_axis,
+                  mask=str(mask_path) if mask_path else None, pe_axis=pe_axis, echo=echo,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
                   sample_views=dict(sample_views(samples, views)) if sampler != "none" else {},
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,
@@ -511,14 +517,17 @@ def _figure(result: ReconResult, path: Path) -> None:
     plt.close(fig)
 
 
-def output_paths(src: Path, out_dir: Path | None = None, save_samples: bool = False) -> dict[str, Path]:
-    """BIDS-derivative output paths of a reconstruction of ``src``: NIfTI per output and the JSON sidecar."""
+def output_paths(src: Path, out_dir: Path | None = None, save_samples: bool = False,
+                 echo: int | None = None) -> dict[str, Path]:
+    """BIDS-derivative output paths of a reconstruction of ``src`` (of its ``echo``, named ``echo-<n>``): NIfTI per
+    output, the JSON sidecar and the figure."""
     from ..io import derivative_path
 
     names = OUTPUTS + (("samples",) if save_samples else ())
-    paths = {d: derivative_path(src, d, out_dir) for d in names}
-    paths["sidecar"] = derivative_path(src, "recon", out_dir, ext=".json")
-    paths["figure"] = derivative_path(src, "recon", out_dir, ext=".png")
+    entities = None if echo is None else {"echo": str(echo)}
+    paths = {d: derivative_path(src, d, out_dir, entities=entities) for d in names}
+    paths["sidecar"] = derivative_path(src, "recon", out_dir, ext=".json", entities=entities)
+    paths["figure"] = derivative_path(src, "recon", out_dir, ext=".png", entities=entities)
     return paths
 
 

@@ -26,6 +26,13 @@ def test_derivative_names(source, expected):
     assert derivative_path(Path("/data") / source, "recon") == Path("/data") / expected
 
 
+def test_derivative_entities():
+    named = derivative_path("meas_MID12.dat", "recon", entities={"echo": "2"})
+    assert named.name == "meas_MID12_echo-2_desc-recon.nii.gz"
+    bids = derivative_path("sub-01_echo-1_T2starw.nii.gz", "mask", entities={"echo": "3"})
+    assert bids.name == "sub-01_echo-3_desc-mask_T2starw.nii.gz"  # the source's own echo replaced
+
+
 def test_derivative_out_dir_and_ext(tmp_path):
     path = derivative_path("in/sub-01_T1w.nii.gz", "uncertainty", tmp_path, ext=".json")
     assert path == tmp_path / "sub-01_desc-uncertainty_T1w.json"

@@ -190,7 +190,7 @@ def test_calgary_campinas(tmp_path):
 
 def _ismrmrd_file(path, lines, matrix, centre_lin, fov=(240.0, 240.0, 4.0), recon_x=None, partitions=1, centre_par=0):
     """Write ISMRMRD HDF5 with the reference ``ismrmrd`` package: ``lines`` = [(data (C, N), lin, slc, flags[,
-    partition])]."""
+    partition[, contrast]])]."""
     ismrmrd = pytest.importorskip("ismrmrd")
     x, y = matrix
     space = ("<{0}><matrixSize><x>{1}</x><y>{2}</y><z>{6}</z></matrixSize><fieldOfView_mm><x>{3}</x><y>{4}</y>"
@@ -204,10 +204,10 @@ def _ismrmrd_file(path, lines, matrix, centre_lin, fov=(240.0, 240.0, 4.0), reco
            "</encodingLimits><trajectory>cartesian</trajectory></encoding></ismrmrdHeader>")
     ds = ismrmrd.Dataset(str(path), "/dataset", create_if_needed=True)
     ds.write_xml_header(xml)
-    for data, lin, slc, flags, *par in lines:
+    for data, lin, slc, flags, *extra in lines:
         acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(data, dtype=np.complex64))
         acq.idx.kspace_encode_step_1, acq.idx.slice = lin, slc
-        acq.idx.kspace_encode_step_2 = par[0] if par else 0
+        acq.idx.kspace_encode_step_2, acq.idx.contrast = (list(extra) + [0, 0])[:2]
         acq.center_sample = data.shape[-1] // 2
         for bit in flags:
             acq.set_flag(bit)
@@ -323,6 +323,38 @@ def test_ismrmrd_matches_twix(twix, tmp_path):
     assert back.voxel_size == pytest.approx((1.25, 1.25, 4.0))
     np.testing.assert_allclose(back.noise, noise, rtol=1e-6)  # kept for prewhitening, (C, N)
     assert twix.noise is None  # the phantom file has no noise adjust scan
+
+
+def test_multi_echo(twix, tmp_path):
+    """Multi-echo twix and ISMRMRD files: each echo is read with ``echo`` (1-based); without it, or past the last
+    echo, one clear error says how many there are."""
+    import twixtools
+
+    scan = twixtools.read_twix(str(TWIX), parse_pmu=False, verbose=False)[-1]
+    image = [m for m in scan["mdb"] if m.is_image_scan()]
+    factor = 0.5 * np.exp(1j)  # the second echo: weaker, phase-shifted
+    mdbs = []
+    for e in (0, 1):
+        for m in image:
+            line = m.convert_to_local()
+            line.mdh.Counter.Eco = e
+            line.data = (m.data * factor**e).astype(np.complex64)
+            mdbs.append(line)
+    twixtools.write_twix([dict(scan, mdb=mdbs)], str(tmp_path / "me.dat"))
+    lines = [(m.data * factor**e, m.cLin, m.cSlc, [22] if m.is_flag_set("REFLECT") else [], 0, e)
+             for e in (0, 1) for m in image]
+    ncol = image[0].data.shape[-1]
+    _ismrmrd_file(tmp_path / "me.h5", lines, (ncol, 160), int(image[0].mdh.CenterLin), recon_x=ncol // 2)
+    for name in ("me.dat", "me.h5"):
+        np.testing.assert_allclose(read_kspace(tmp_path / name, echo=1).data, twix.data, atol=1e-5)
+        np.testing.assert_allclose(read_kspace(tmp_path / name, echo=2).data, factor * twix.data, atol=1e-5)
+        with pytest.raises(InputError, match="holds 2 echoes .*: choose one with --echo 1..2"):
+            read_kspace(tmp_path / name)
+        with pytest.raises(InputError, match="--echo 3: me.* holds 2 echoes"):
+            read_kspace(tmp_path / name, echo=3)
+    assert read_kspace(TWIX, echo=1).data.shape == twix.data.shape
+    with pytest.raises(InputError, match="holds 1 echo "):
+        read_kspace(TWIX, echo=2)
 
 
 def test_twix_noise_adjust_scan(twix, twix_with_noise_scan):

@@ -154,6 +154,17 @@ def test_kspace_of_another_fft_convention_is_shifted_back(tmp_path):
     assert "half a field of view" in res.params["kspace_reader_notes"][0]
 
 
+def test_echo_names_the_outputs(tmp_path):
+    """``--echo`` of a multi-echo file is recorded and names the outputs ``echo-N`` (echoes do not overwrite each
+    other); the single-echo twix phantom read as echo 1 is what it is without it."""
+    res = reconstruct(DATA / "mri" / "gre.dat", echo=1, model="no-such-model", device="cpu")
+    assert res.params["echo"] == 1
+    assert np.array_equal(res.recon, reconstruct(DATA / "mri" / "gre.dat", model="no-such-model", device="cpu").recon)
+    paths = output_paths(DATA / "mri" / "gre.dat", tmp_path, echo=2)
+    assert paths["recon"].name == "gre_echo-2_desc-recon.nii.gz"
+    assert paths["sidecar"].name == "gre_echo-2_desc-recon.json"
+
+
 def test_zero_padded_kspace_undersampled_retrospectively(untrained_recon_model, tmp_path):
     """Fully sampled k-space stored with zero-padded edge lines (as fastMRI files are) takes --accel; the padded
     lines stay unsampled. Already undersampled k-space refuses it with one clear error."""
