@@ -54,7 +54,8 @@ def derivative_path(
     ext : str
         Extension of the derivative, e.g. ``".nii.gz"``, ``".json"``.
     entities : dict, optional
-        Further BIDS entities, e.g. ``{"echo": "2"}``, placed before ``desc-`` (replacing the source's own).
+        Further BIDS entities, e.g. ``{"echo": "2"}``: a source's own entity of that name takes the new value in
+        place, others go before ``desc-``.
 
     Returns
     -------
@@ -70,12 +71,17 @@ def derivative_path(
         raise InputError(f"desc label {desc!r} must be letters and digits only (BIDS)")
     source = Path(source).expanduser()
     stem, _ = split_extension(source.name)
-    extra = [f"{key}-{value}" for key, value in (entities or {}).items()]
-    replaced = tuple(f"{key}-" for key in (entities or {})) + ("desc-",)
-    parts = [p for p in stem.split("_") if not p.startswith(replaced)]
+    entities = dict(entities or {})
+    parts = []
+    for part in stem.split("_"):
+        key = part.split("-", 1)[0]
+        if key in entities:  # the source's own entity, given a new value in its place
+            part = f"{key}-{entities.pop(key)}"
+        if key != "desc":
+            parts.append(part)
     is_bids = len(parts) > 1 and "-" not in parts[-1] and all("-" in p for p in parts[:-1])
     at = len(parts) - 1 if is_bids else len(parts)
-    parts[at:at] = extra + [f"desc-{desc}"]
+    parts[at:at] = [f"{key}-{value}" for key, value in entities.items()] + [f"desc-{desc}"]
     folder = source.parent if out_dir is None else Path(out_dir).expanduser()
     path = folder / ("_".join(parts) + (ext if ext.startswith(".") or not ext else f".{ext}"))
     if path.resolve() == source.resolve():

@@ -35,7 +35,7 @@ class KSpace:
     affine : ndarray, shape (4, 4), or None
         Voxel-to-world (RAS+, mm) affine of the image, when the file records one (NIfTI only).
     source : str
-        Format read: ``"twix"``, ``"fastmri"``, ``"ismrmrd"``, ``"bart"`` or ``"nifti"``.
+        Format read: ``"twix"``, ``"fastmri"``, ``"calgary-campinas"``, ``"ismrmrd"``, ``"bart"`` or ``"nifti"``.
     axes : (str, str, str)
         What the image axes ``(H, W, S)`` are: ``("phase-encode", "readout", "slice")`` for 2D acquisitions,
         ``("phase-encode", "partition", "readout")`` for 3D ones (hybrid space).
@@ -89,7 +89,8 @@ def read_kspace(path: str | os.PathLike, echo: int | None = None) -> KSpace:
       multi-set data raise :class:`InputError`.
     - fastMRI stores ``kspace`` as ``(S[, C], readout, phase-encode)``; it is transposed to ``(S, C, PE, RO)``
       (so images are transposed relative to fastMRI's). Its centring is the same as ours (fastMRI's
-      ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept.
+      ``fft2c`` is ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over the last two axes), so values are kept
+      (other conventions: last bullet).
       Readout oversampling is removed when ``ismrmrd_header`` gives a smaller recon than encoded matrix. A real
       ``kspace`` of shape ``(x, ky, kz, 2 C)`` with real and imaginary channels alternating is the
       Calgary-Campinas multi-coil layout (3D, the readout ``x`` already in image space): its ``x`` positions are
@@ -166,15 +167,15 @@ def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) ->
 
 def _checked(data: np.ndarray, voxel_size: tuple | None, affine: np.ndarray | None, source: str,
              name: str = "", volumetric: bool = False, noise: np.ndarray | None = None,
-             recentre: bool = False) -> KSpace:
+             recentre: bool = False, readout_slices: bool = False) -> KSpace:
     """Validate ``(S, C, H, W)`` k-space of format ``source`` (file ``name``, for messages) and wrap it;
     ``volumetric``: the slices are the readout positions of a 3D acquisition (:func:`_to_slices`); ``noise``:
     noise-only samples ``(C, N)``, kept when finite; ``recentre``: the file's FFT convention is its writer's
-    choice (:func:`_recentred`), else a peak in a corner raises."""
+    choice (:func:`_recentred`, with ``readout_slices``), else a peak in a corner raises."""
     voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
     if noise is not None:
         noise = np.ascontiguousarray(noise, dtype=np.complex64) if np.isfinite(noise).all() else None
-    data, notes = _recentred(_validated(data, name or source), name or source, recentre)
+    data, notes = _recentred(_validated(data, name or source), name or source, recentre, readout_slices)
     return KSpace(data=data, voxel_size=voxel, affine=affine, source=source,
                   **({"axes": AXES_3D} if volumetric else {}), noise=noise, notes=notes)
 
@@ -189,7 +190,8 @@ def _validated(data: np.ndarray, name: str) -> np.ndarray:
     return data
 
 
-def _recentred(data: np.ndarray, name: str, recentre: bool = True) -> tuple[np.ndarray, tuple[str, ...]]:
+def _recentred(data: np.ndarray, name: str, recentre: bool = True,
+               readout_slices: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
     """Bring ``(S, C, H, W)`` k-space written under another FFT convention to neurodiff's
     (``fftshift(fft2(ifftshift(x)))``, :mod:`neurodiff.mri.fft`), and say what was done.
 
@@ -198,10 +200,12 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True) -> tuple[np.n
       shifted back along both in-plane axes, as a writer's convention holds for both. Judged on the object's support
       in the low-resolution image of the sampled symmetric centre (at least 5 lines along the axis judged; up to 8
       slices spread over the data; coil images root-sum-of-squared; above 5% of its 99th percentile, so that coil
-      sensitivity fall-off does not count): along each axis, the share of the outer eighths at both edges of the
-      field of view that lies in the object minus that of the central quarter. The image is taken as shifted when
+      sensitivity fall-off does not count): along each axis, the object's extent across the axis (relative to its
+      widest) in the outer eighths at both edges of the field of view minus that in the central quarter. The image is taken as shifted when
       these differences add up to more than 0.5 and none is below -0.3 (an axis clearly centred, as an oversampled
-      readout is, vetoes). An object filling the field of view along both axes is left as it is.
+      readout is, vetoes). An object filling the field of view along both axes is left as it is. With
+      ``readout_slices`` (3D data whose readout :func:`_to_slices` inverse-transformed, as written) the slices are
+      put back in order too (``ifftshift`` along them).
     """
     energy = (np.abs(data) ** 2).sum(axis=(0, 1))
     py, px = np.unravel_index(np.argmax(energy), energy.shape)
@@ -222,14 +226,17 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True) -> tuple[np.n
                                                              axes=(-2, -1))), axes=(-2, -1))
         magnitude = np.sqrt((np.abs(low) ** 2).sum(axis=1))  # (S, H, W)
         inside = (magnitude > 0.05 * np.percentile(magnitude, 99)).mean(axis=(0, 2 - axis))  # along the axis
+        inside = inside / inside.max()  # relative to the object's widest extent across the axis
         n = inside.size
         band = max(1, n // 8)
         edges, centre = np.concatenate([inside[:band], inside[-band:]]), inside[n // 2 - band:n // 2 + band]
         shifts.append(edges.mean() - centre.mean())
     if sum(shifts) > 0.5 and min(shifts, default=0.0) > -0.3:  # one convention for both axes
-        h_phase, w_phase = (np.exp(-2j * np.pi * (np.arange(n) - n // 2) * (n // 2) / n).astype(np.complex64)
+        h_phase, w_phase = (np.exp(2j * np.pi * (np.arange(n) - n // 2) * (n // 2) / n).astype(np.complex64)
                             for n in (h, w))
         data = data * h_phase[:, None] * w_phase[None, :]
+        if readout_slices:  # the readout was inverse-transformed by us under the same (wrong) convention
+            data = np.ascontiguousarray(np.fft.ifftshift(data, axes=0))
         notes.append("image half a field of view off (k-space written as fftshift(fft2(x)), without ifftshift of "
                      "the image): shifted back along both in-plane axes")
     return data, tuple(notes)
@@ -320,15 +327,19 @@ _TWIX_NOT_REFERENCE = ("ACQEND", "RTFEEDBACK", "HPFEEDBACK", "SYNCDATA", "REFPHA
                        "PHASCOR", "NOISEADJSCAN")
 
 
-def _echo_lines(counter: np.ndarray, echo: int | None, name: str) -> np.ndarray:
+def _echo_lines(counter: np.ndarray, echo: int | None, name: str, imaging: np.ndarray | None = None) -> np.ndarray:
     """Which lines, of 0-based echo counters ``counter`` ``(N,)``, belong to ``echo`` (1-based; None: the file must
-    hold one echo): ``(N,)`` bool."""
-    n = int(counter.max()) + 1
-    if echo is None and n > 1:
-        raise InputError(f"{name} holds {n} echoes (contrasts): choose one with --echo 1..{n}")
-    if echo is not None and echo > n:
-        raise InputError(f"--echo {echo}: {name} holds {n} echo{'es' if n > 1 else ''} (1..{n})")
-    return counter == (echo or 1) - 1
+    hold one echo, whichever): ``(N,)`` bool. ``imaging`` ``(N,)`` bool marks the imaging lines (default all); the
+    chosen echo must have some."""
+    imaging = np.ones(len(counter), bool) if imaging is None else imaging
+    present = np.unique(counter[imaging]) + 1
+    listed = ", ".join(str(e) for e in present)
+    if echo is None and len(present) > 1:
+        raise InputError(f"{name} holds {len(present)} echoes (contrasts): choose one with --echo ({listed})")
+    chosen = counter == (present[0] - 1 if echo is None else echo - 1)
+    if not (chosen & imaging).any():
+        raise InputError(f"--echo {echo}: {name} has no imaging lines of that echo (echoes present: {listed})")
+    return chosen
 
 
 def _read_twix(path: Path, echo: int | None = None) -> KSpace:
@@ -345,7 +356,7 @@ def _read_twix(path: Path, echo: int | None = None) -> KSpace:
     reference = [m for m in meas["mdb"] if m.is_flag_set("PATREFSCAN") and not m.is_image_scan()
                  and not any(m.is_flag_set(f) for f in _TWIX_NOT_REFERENCE) and m.data.shape == image[0].data.shape]
     lines = image + reference
-    chosen = _echo_lines(np.array([m.cEco for m in lines]), echo, path.name)
+    chosen = _echo_lines(np.array([m.cEco for m in lines]), echo, path.name, np.arange(len(lines)) < len(image))
     image, reference = ([m for m, keep in zip(part, chosen[offset:]) if keep]
                         for part, offset in ((image, 0), (reference, len(image))))
     lines = image + reference
@@ -395,7 +406,11 @@ def _read_h5(path: Path, echo: int | None = None) -> KSpace:
             raise InputError(f"--echo {echo}: {path.name} holds one echo (a fastMRI-style 'kspace' dataset)")
         k = np.asarray(f["kspace"][()])
         header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
-    if k.ndim == 4 and not np.iscomplexobj(k) and k.shape[-1] % 2 == 0:  # Calgary-Campinas (x, ky, kz, 2C)
+    if not np.iscomplexobj(k) and k.ndim >= 3 and k.shape[-1] == 2:
+        raise InputError(f"{path.name}: real 'kspace' {k.shape} with a last axis of 2 is ambiguous (real and "
+                         "imaginary parts, or two coils of Calgary-Campinas data?); store it as complex")
+    calgary = k.ndim == 4 and header is None and k.shape[-1] % 2 == 0 and 4 <= k.shape[-1] < min(k.shape[1:3])
+    if calgary and not np.iscomplexobj(k):  # Calgary-Campinas (x, ky, kz, 2 C)
         k = (k[..., ::2] + 1j * k[..., 1::2]).transpose(0, 3, 1, 2)
         return _checked(k, None, None, "calgary-campinas", path.name, volumetric=True, recentre=True)
     if k.ndim not in (3, 4) or not np.iscomplexobj(k):
@@ -456,7 +471,8 @@ def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
     keep = ~np.any([flag(b) for b in _ISMRMRD_NOT_IMAGE], axis=0)
     if not keep.any():
         raise InputError(f"{name} holds no imaging k-space lines")
-    keep[keep] = _echo_lines(head["idx"]["contrast"][keep].astype(int), echo, name)
+    keep[keep] = _echo_lines(head["idx"]["contrast"][keep].astype(int), echo, name,
+                             ~flag(_ISMRMRD_CALIBRATION)[keep])
     noise_lines = flag(_ISMRMRD_NOISE) & (head["active_channels"] == head["active_channels"][keep][0])
     noise = ([acq["data"][i].view(np.complex64).reshape(int(head["active_channels"][i]), -1)
               for i in np.flatnonzero(noise_lines)])
@@ -505,7 +521,8 @@ def _read_cfl(base: Path) -> KSpace:
         raise InputError(f"BART dims {other} are > 1; only READ, PHS1, PHS2, COIL and SLICE (0-3, 13) are supported")
     k = raw.reshape(dims, order="F").reshape(*dims[:4], dims[_BART_SLICE_DIM], order="F")
     k = _to_slices(k.transpose(4, 3, 2, 1, 0), dims[0], base.name)  # (S, C, PHS2, PHS1, READ)
-    return _checked(k, None, None, "bart", base.name, volumetric=dims[2] > 1, recentre=True)
+    return _checked(k, None, None, "bart", base.name, volumetric=dims[2] > 1, recentre=True,
+                    readout_slices=dims[2] > 1)
 
 
 def _read_nifti(path: Path) -> KSpace:

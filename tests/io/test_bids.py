@@ -29,8 +29,8 @@ def test_derivative_names(source, expected):
 def test_derivative_entities():
     named = derivative_path("meas_MID12.dat", "recon", entities={"echo": "2"})
     assert named.name == "meas_MID12_echo-2_desc-recon.nii.gz"
-    bids = derivative_path("sub-01_echo-1_T2starw.nii.gz", "mask", entities={"echo": "3"})
-    assert bids.name == "sub-01_echo-3_desc-mask_T2starw.nii.gz"  # the source's own echo replaced
+    bids = derivative_path("sub-01_echo-1_part-mag_T2starw.nii.gz", "mask", entities={"echo": "3"})
+    assert bids.name == "sub-01_echo-3_part-mag_desc-mask_T2starw.nii.gz"  # the source's own echo, in its place
 
 
 def test_derivative_out_dir_and_ext(tmp_path):

@@ -120,20 +120,21 @@ def test_fastmri(tmp_path):
         read_kspace(tmp_path / "other.h5")
 
 
-def _head_slices(n_slices=3):
+def _head_slices(n_slices=3, shape=(40, 36)):
     """``(S, H, W)`` complex: a head-like object (a textured ellipse in the middle of the field of view, the
     background empty) with a smooth phase."""
     rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[-1 : 1 : 40j, -1 : 1 : 36j]
+    yy, xx = np.mgrid[-1 : 1 : shape[0] * 1j, -1 : 1 : shape[1] * 1j]
     inside = (yy / 0.7) ** 2 + (xx / 0.6) ** 2 < 1
-    image = inside * (1 + rng.random((n_slices, 40, 36))) * np.exp(1j * (yy + 0.5 * xx))
+    image = inside * (1 + rng.random((n_slices, *shape))) * np.exp(1j * (yy + 0.5 * xx))
     return image.astype(np.complex64)
 
 
 @pytest.mark.parametrize("convention", ["ours", "fftshift(fft2)", "fft2"])
 @pytest.mark.parametrize("undersampled", [False, True])
-def test_foreign_fft_conventions(tmp_path, convention, undersampled):
-    image = _head_slices()
+@pytest.mark.parametrize("shape", [(40, 36), (41, 37)])
+def test_foreign_fft_conventions(tmp_path, convention, undersampled, shape):
+    image = _head_slices(shape=shape)
     mask = sampling_mask(image.shape[1:], 4, 0.08, "random", seed=3) if undersampled else np.ones(image.shape[1:])
     if convention == "ours":
         k = fft2c(torch.from_numpy(image)).numpy() * mask
@@ -146,7 +147,26 @@ def test_foreign_fft_conventions(tmp_path, convention, undersampled):
     expected = ifft2c(fft2c(torch.from_numpy(image)) * torch.from_numpy(mask).bool()).abs()
     torch.testing.assert_close(ifft2c(torch.from_numpy(ks.data[:, 0])).abs(), expected, rtol=0, atol=1e-4)
     assert len(ks.notes) == {"ours": 0, "fftshift(fft2)": 1, "fft2": 2}[convention]
-    assert all("half a field of view" in n for n in ks.notes[-1:] if convention != "ours")
+    assert all("half a field of view" in n for n in ks.notes[-1:])
+
+
+@pytest.mark.parametrize("convention", ["fftshift(fftn)", "fftn"])
+def test_3d_bart_of_another_convention(tmp_path, convention):
+    """A 3D BART file written as ``fftshift(fftn(x))`` or ``fftn(x)``: the slices along the readout, which the reader
+    inverse-transforms itself, come back in order too, not only the in-plane axes."""
+    zz, yy, xx = np.mgrid[-1 : 1 : 21j, -1 : 1 : 20j, -1 : 1 : 17j]
+    vol = (((zz / 0.6) ** 2 + (yy / 0.7) ** 2 + (xx / 0.5) ** 2 < 1) * (1 + 0.5 * (xx > 0.3))).astype(np.complex64)
+    dims = list(vol.shape) + [1]  # BART [RO, PE1, PE2, COIL]: vol axes (readout, PE1, PE2)
+    for name, k in (("ours", np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(vol), norm="ortho"))),
+                    ("theirs", np.fft.fftshift(np.fft.fftn(vol, norm="ortho")))):
+        k = k if name == "ours" or convention == "fftshift(fftn)" else np.fft.ifftshift(k)
+        (tmp_path / f"{name}.hdr").write_text("# Dimensions\n" + " ".join(map(str, dims)) + "\n")
+        k.astype(np.complex64).ravel(order="F").tofile(tmp_path / f"{name}.cfl")
+    ours, theirs = (read_kspace(tmp_path / f"{name}.cfl") for name in ("ours", "theirs"))
+    assert ours.notes == () and "half a field of view" in theirs.notes[-1]
+    images = [np.abs(ifft2c(torch.from_numpy(ks.data)).numpy()) for ks in (ours, theirs)]  # (X, C, H, P)
+    np.testing.assert_allclose(images[1], images[0], atol=1e-4)
+    np.testing.assert_allclose(images[0][:, 0], np.abs(vol).transpose(0, 1, 2), atol=1e-4)
 
 
 @pytest.mark.parametrize("convention", ["ours", "fftshift(fft2)"])
@@ -186,6 +206,14 @@ def test_calgary_campinas(tmp_path):
     assert ks.source == "calgary-campinas" and ks.data.shape == (4, 2, 40, 36) and ks.axes[2] == "readout"
     expected = np.abs(np.fft.ifft2(k, axes=(1, 2), norm="ortho")).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(np.abs(ifft2c(torch.from_numpy(ks.data)).numpy()), expected, atol=1e-4)
+    with h5py.File(tmp_path / "ri.h5", "w") as f:  # (S, readout, PE, 2): real/imaginary last, or two coils?
+        f["kspace"] = stored[..., :2]
+    with pytest.raises(InputError, match="last axis of 2 is ambiguous"):
+        read_kspace(tmp_path / "ri.h5")
+    with h5py.File(tmp_path / "magnitude.h5", "w") as f:  # a real 4D array that is not this layout
+        f["kspace"] = np.abs(stored[:, :3, :3])
+    with pytest.raises(InputError, match="must be complex"):
+        read_kspace(tmp_path / "magnitude.h5")
 
 
 def _ismrmrd_file(path, lines, matrix, centre_lin, fov=(240.0, 240.0, 4.0), recon_x=None, partitions=1, centre_par=0):
@@ -348,13 +376,18 @@ def test_multi_echo(twix, tmp_path):
     for name in ("me.dat", "me.h5"):
         np.testing.assert_allclose(read_kspace(tmp_path / name, echo=1).data, twix.data, atol=1e-5)
         np.testing.assert_allclose(read_kspace(tmp_path / name, echo=2).data, factor * twix.data, atol=1e-5)
-        with pytest.raises(InputError, match="holds 2 echoes .*: choose one with --echo 1..2"):
+        with pytest.raises(InputError, match=r"holds 2 echoes \(contrasts\): choose one with --echo \(1, 2\)"):
             read_kspace(tmp_path / name)
-        with pytest.raises(InputError, match="--echo 3: me.* holds 2 echoes"):
+        with pytest.raises(InputError, match=r"--echo 3: me.* no imaging lines of that echo \(echoes present: 1, 2\)"):
             read_kspace(tmp_path / name, echo=3)
     assert read_kspace(TWIX, echo=1).data.shape == twix.data.shape
-    with pytest.raises(InputError, match="holds 1 echo "):
+    with pytest.raises(InputError, match=r"echoes present: 1\)"):
         read_kspace(TWIX, echo=2)
+    _ismrmrd_file(tmp_path / "second.h5", lines[len(image):], (ncol, 160), int(image[0].mdh.CenterLin),
+                  recon_x=ncol // 2)  # only the second echo exported: read without --echo, refused as echo 1
+    np.testing.assert_allclose(read_kspace(tmp_path / "second.h5").data, factor * twix.data, atol=1e-5)
+    with pytest.raises(InputError, match=r"--echo 1: second.h5 has no imaging lines .*present: 2\)"):
+        read_kspace(tmp_path / "second.h5", echo=1)
 
 
 def test_twix_noise_adjust_scan(twix, twix_with_noise_scan):
