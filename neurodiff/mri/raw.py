@@ -201,11 +201,11 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True,
       in the low-resolution image of the sampled symmetric centre (at least 5 lines along the axis judged; up to 8
       slices spread over the data; coil images root-sum-of-squared; above 5% of its 99th percentile, so that coil
       sensitivity fall-off does not count): along each axis, the object's extent across the axis (relative to its
-      widest) in the outer eighths at both edges of the field of view minus that in the central quarter. The image is taken as shifted when
-      these differences add up to more than 0.5 and none is below -0.3 (an axis clearly centred, as an oversampled
-      readout is, vetoes). An object filling the field of view along both axes is left as it is. With
-      ``readout_slices`` (3D data whose readout :func:`_to_slices` inverse-transformed, as written) the slices are
-      put back in order too (``ifftshift`` along them).
+      widest) in the outer eighths at both edges of the field of view minus that in the central quarter. The image
+      is taken as shifted when these differences add up to more than 0.5 and none is below -0.3 (an axis clearly
+      centred, as an oversampled readout is, vetoes). An object filling the field of view along both axes is left as
+      it is. With ``readout_slices`` (3D data whose readout :func:`_to_slices` inverse-transformed, as written) the
+      slices are put back in order too (``ifftshift`` along them).
     """
     energy = (np.abs(data) ** 2).sum(axis=(0, 1))
     py, px = np.unravel_index(np.argmax(energy), energy.shape)
