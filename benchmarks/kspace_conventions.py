@@ -6,11 +6,10 @@ Three slices (one case) in each of three orientations of four volumes (Colin27 a
 at 1 mm, Colin27 with skull at 1 mm, NiChart subject 15's T1 at 2 mm), at their own field of view and cut to the
 object along the first axis (a tight field of view), fully sampled and under 4x / 8x random, 4x equispaced and 6x
 Poisson-disc masks, single-coil and as 16 coils on a ring around the field of view whose sensitivities fall off
-towards the centre (Gaussian profiles of width 0.8, 0.4 and 0.2 in units of the half field of view: the centre about
-as bright as the edges, 5x and 50x darker), written as ``fftshift(fft2(ifftshift(x)))`` (neurodiff's),
-``fftshift(fft2(x))`` and ``fft2(x)``. A case passes when the reader's correction
-(:func:`neurodiff.mri.raw._recentred`) gives back the zero-filled image of the data in neurodiff's convention
-(largest error below 0.1% of its maximum).
+towards the centre (Gaussian profiles of width 0.8, 0.4 and 0.2 in units of the half field of view: edge over centre
+about 2x, 7x and 120x), written as ``fftshift(fft2(ifftshift(x)))`` (neurodiff's), ``fftshift(fft2(x))`` and
+``fft2(x)``. A case passes when the reader's correction (:func:`neurodiff.mri.raw._recentred`) gives back the zero-
+filled image of the data in neurodiff's convention (largest error below 0.1% of its maximum).
 """
 
 from __future__ import annotations
