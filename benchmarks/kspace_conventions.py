@@ -8,8 +8,8 @@ object along the first axis (a tight field of view), fully sampled and under 4x 
 Poisson-disc masks, single-coil and as 16 coils on a ring around the field of view whose sensitivities fall off
 towards the centre (Gaussian profiles of width 0.8, 0.4 and 0.2 in units of the half field of view: edge over centre
 about 2x, 7x and 120x), written as ``fftshift(fft2(ifftshift(x)))`` (neurodiff's), ``fftshift(fft2(x))`` and
-``fft2(x)``. A case passes when the reader's correction (:func:`neurodiff.mri.raw._recentred`) gives back the zero-
-filled image of the data in neurodiff's convention (largest error below 0.1% of its maximum).
+``fft2(x)``. A case passes when the reader's correction (:func:`neurodiff.mri.raw._recentred`) gives back the
+zero-filled image of the data in neurodiff's convention (largest error below 0.1% of its maximum).
 """
 
 from __future__ import annotations
