@@ -220,7 +220,7 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True,
         return data, ()
     mask = mask_from_kspace(data)
     some = data[np.unique(np.linspace(0, len(data) - 1, 8).round().astype(int))]  # up to 8 slices: memory
-    shifts = []  # per judged axis: share of the edges inside the object minus that of the centre
+    shifts = []  # per judged axis: the object's relative extent at the edges minus that at the centre
     for axis in (axis for axis in (0, 1) if centre_half(mask, axis) >= 2):
         low = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(some * symmetric_centre_window(mask, axis),
                                                              axes=(-2, -1))), axes=(-2, -1))
