@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from neurodiff.errors import InputError, OutputExistsError
+from neurodiff.mri.fft import ifft2c
 from neurodiff.mri.masks import centre_half, mask_from_kspace, symmetric_centre_window
+from neurodiff.mri.operators import rss
 
 # BART dims: READ, PHS1, PHS2, COIL, MAPS, TE, COEFF, COEFF2, ITER, CSHIFT, TIME, TIME2, LEVEL, SLICE, ...
 _BART_SLICE_DIM = 13
@@ -222,9 +225,8 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True,
     some = data[np.unique(np.linspace(0, len(data) - 1, 8).round().astype(int))]  # up to 8 slices: memory
     shifts = []  # per judged axis: the object's relative extent at the edges minus that at the centre
     for axis in (axis for axis in (0, 1) if centre_half(mask, axis) >= 2):
-        low = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(some * symmetric_centre_window(mask, axis),
-                                                             axes=(-2, -1))), axes=(-2, -1))
-        magnitude = np.sqrt((np.abs(low) ** 2).sum(axis=1))  # (S, H, W)
+        low = ifft2c(torch.from_numpy(some * symmetric_centre_window(mask, axis)))
+        magnitude = rss(low).numpy()  # (S, H, W)
         inside = (magnitude > 0.05 * np.percentile(magnitude, 99)).mean(axis=(0, 2 - axis))  # along the axis
         inside = inside / inside.max()  # relative to the object's widest extent across the axis
         n = inside.size
@@ -327,11 +329,10 @@ _TWIX_NOT_REFERENCE = ("ACQEND", "RTFEEDBACK", "HPFEEDBACK", "SYNCDATA", "REFPHA
                        "PHASCOR", "NOISEADJSCAN")
 
 
-def _echo_lines(counter: np.ndarray, echo: int | None, name: str, imaging: np.ndarray | None = None) -> np.ndarray:
+def _echo_lines(counter: np.ndarray, echo: int | None, name: str, imaging: np.ndarray) -> np.ndarray:
     """Which lines, of 0-based echo counters ``counter`` ``(N,)``, belong to ``echo`` (1-based; None: the file must
-    hold one echo, whichever): ``(N,)`` bool. ``imaging`` ``(N,)`` bool marks the imaging lines (default all); the
-    chosen echo must have some."""
-    imaging = np.ones(len(counter), bool) if imaging is None else imaging
+    hold one echo, whichever): ``(N,)`` bool. ``imaging`` ``(N,)`` bool marks the imaging lines; the chosen echo
+    must have some."""
     present = np.unique(counter[imaging]) + 1
     listed = ", ".join(str(e) for e in present)
     if echo is None and len(present) > 1:

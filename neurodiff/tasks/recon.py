@@ -247,7 +247,6 @@ def _kspace_problem(
     mt = torch.from_numpy(mask)
     c = data.shape[1]
     noise_var = [kspace_noise_variance(d, mask) for d in data]
-    window = None if pf is None else _window(mask, pf)
     if c == 1:
         zf, group = ifft2c(data[:, 0]), None
         combine = lambda k: ifft2c(k[:, 0])  # noqa: E731
@@ -305,7 +304,7 @@ def _kspace_problem(
         info["multicoil_damping"] = [round(d, 5) for d in damping]
         info["coil_noise"] = whitening
     if pf is not None:
-        phase = combine(data * window).angle()
+        phase = combine(data * _window(mask, pf)).angle()
         project_for, final_for = (_phase_constrained_for(p, phase) for p in (project_for, final_for))
         info["partial_fourier_axis"] = pf
         if full is not None:
