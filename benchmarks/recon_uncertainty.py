@@ -1,7 +1,8 @@
 """Why are the posterior samples overconfident? A sampler ablation on the calibration subjects (13-14).
 
 For each sampler setting (DDIM steps, eta, data consistency at every step or only on the final sample) the same
-slices, masks and seeds are reconstructed with ``--samples`` posterior samples, and the table reports, over the
+slices, masks and seeds are reconstructed with ``--samples`` posterior samples (spread over the 8 symmetric views of
+the slice, as the shipped sampler does), and the table reports, over the
 object's voxels (above 5% of the slice maximum) of 4x and 8x random 1D masks:
 
 - ``psnr``: of the posterior mean (magnitude), dB;
@@ -58,7 +59,7 @@ def draw(model, ref: np.ndarray, accel: float, cf: float, seed: int, cfg: dict, 
     project = lambda z: hard_project(z, y.to(z.device), mask)  # noqa: E731
     canvas = tuple(model.card["training"]["image_size"])
     post = sample_posterior(model.denoiser, ifft2c(y), mask, project if cfg["every"] else (lambda z: z),
-                            n_samples=n, steps=cfg["steps"], eta=cfg["eta"], canvas=canvas, views=cfg.get("views", 1),
+                            n_samples=n, steps=cfg["steps"], eta=cfg["eta"], canvas=canvas, views=cfg.get("views", 8),
                             multiple=divisor(model.card["architecture"]["size"]), keep_samples=True,
                             generator=torch.Generator().manual_seed(seed))
     return project(post.samples).abs()
@@ -109,7 +110,8 @@ def main() -> None:
     args = ap.parse_args()
     model = load_model(args.model)
     smooth = float(model.card.get("calibration", {}).get("smooth_voxels", 1.5))
-    stacks = [np.moveaxis(central_slices(v, args.slices_per_volume), 2, 0) for _, v in volumes(args.data, CAL_SUBJECTS)]
+    vols = volumes(args.data, CAL_SUBJECTS)
+    stacks = [np.moveaxis(central_slices(v, args.slices_per_volume), 2, 0) for _, v, _ in vols]
     configs = CONFIGS if args.views is None else {
         f"{k} views": dict(steps=20, eta=1.0, every=True, views=int(k)) for k in args.views.split(",")}
     rows = []

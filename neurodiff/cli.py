@@ -142,8 +142,9 @@ def recon(
     slice_axis: int = typer.Option(2, help="Voxel axis along which the volume is sliced; k-space is 2D over the "
                                    "other two."),
     slices: Optional[str] = typer.Option(None, help="Reconstruct only slices A:B (e.g. 40:48); outputs cover these."),
-    echo: Optional[int] = typer.Option(None, help="Echo of multi-echo raw k-space (twix, ISMRMRD contrasts) to "
-                                       "reconstruct, 1 = the first; outputs are named echo-N."),
+    echo: Optional[str] = typer.Option(None, help="Echo of multi-echo raw k-space (twix, ISMRMRD contrasts) to "
+                                       "reconstruct, 1 = the first, or all (each in turn); outputs are named "
+                                       "echo-N."),
     samples: int = typer.Option(8, help="Posterior samples (drawn as one batch); their spread is the uncertainty."),
     steps: int = typer.Option(20, help="Sampler steps per sample."),
     eta: float = typer.Option(1.0, help="Sampler stochasticity (1 = ancestral, keeps the posterior spread)."),
@@ -170,45 +171,58 @@ def recon(
     the symmetric centre.
     """
     from .io import OutputSet
-    from .tasks.recon import output_paths, reconstruct, write
+    from .tasks.recon import echoes_to_reconstruct, output_paths, reconstruct, write
 
     if not input.exists():
         bart = Path(f"{input}.cfl")
         raise InputError(f"input file not found: {input}" + (f" (BART data: give {bart})" if bart.exists() else ""))
     if input.is_dir():
         raise InputError(f"input {input} is a folder; give a NIfTI or k-space file")
-    paths = output_paths(input, out_dir, save_samples, echo)
-    with OutputSet(list(paths.values()), force=force, inputs=[input] + ([mask] if mask else [])) as outputs:
-        with _progress(quiet, "sampling") as update:
-            res = reconstruct(
-                input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
-                center_fraction=center_fraction, mask=mask, pe_axis=pe_axis, slice_axis=slice_axis, slices=slices,
-                echo=echo, samples=samples, steps=steps, eta=eta, dc_weight=dc_weight, model=model, device=device.value,
-                seed=seed, save_samples=save_samples, progress=update,
-            )
-        write(res, input, paths, outputs.tmp)
+    echoes = echoes_to_reconstruct(input, echo, kspace)
+    paths = {e: output_paths(input, out_dir, save_samples, e) for e in echoes}
+    inputs = [input] + ([mask] if mask else [])
+    with OutputSet([p for ps in paths.values() for p in ps.values()], force=force, inputs=inputs) as outputs:
+        results = []
+        for e in echoes:
+            label = "sampling" if len(echoes) == 1 else f"echo {e}/{echoes[-1]}: sampling"
+            with _progress(quiet, label) as update:
+                res = reconstruct(
+                    input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
+                    center_fraction=center_fraction, mask=mask, pe_axis=pe_axis, slice_axis=slice_axis,
+                    slices=slices, echo=e, samples=samples, steps=steps, eta=eta, dc_weight=dc_weight, model=model,
+                    device=device.value, seed=seed, save_samples=save_samples, progress=update,
+                )
+            write(res, input, paths[e], outputs.tmp)
+            results.append(res)
     if not quiet:
-        if res.params["sampler"] == "none":
-            typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT"
-                       + ("" if accel is not None or mask is not None else
-                          "; give --accel to undersample it retrospectively"))
-        for note in res.params.get("kspace_reader_notes", []):
-            typer.echo(f"note: {note} (sidecar: kspace_reader_notes)")
-        if res.params.get("partial_fourier_axis") is not None:
-            typer.echo(f"partial Fourier (one side of k-space skipped along in-plane axis "
-                       f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "
-                       "symmetric centre")
-        if samples == 1 and res.params["sampler"] != "none":
+        for res, e in zip(results, echoes):
+            _recon_summary(res, input if e is None else f"{input} (echo {e})", paths[e],
+                           undersampled=accel is not None or mask is not None)
+        if samples == 1 and results[0].params["sampler"] != "none":
             typer.echo("note: one sample has no spread, so the uncertainty map is zero (use --samples 8)", err=True)
-        typer.echo(f"reconstructed {input} in {res.seconds:.1f} s; outputs:")
-        for p in paths.values():
-            typer.echo(f"  {p}")
-        if res.metrics and not math.isfinite(res.metrics["recon"]["psnr"]):
-            typer.echo("the input is constant in every slice: PSNR and SSIM against it are undefined")
-        elif res.metrics:
-            r, z = res.metrics["recon"], res.metrics["zerofilled"]
-            typer.echo(f"PSNR {r['psnr']:.2f} dB (zero-filled {z['psnr']:.2f}), SSIM {r['ssim']:.3f} "
-                       f"(zero-filled {z['ssim']:.3f}) against the input as fully sampled reference")
+
+
+def _recon_summary(res, what: str, paths: dict[str, Path], undersampled: bool) -> None:
+    """Print what ``neurodiff recon`` did to ``what`` (a :class:`~neurodiff.tasks.recon.ReconResult`) and where its
+    outputs ``paths`` are."""
+    if res.params["sampler"] == "none":
+        typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT"
+                   + ("" if undersampled else "; give --accel to undersample it retrospectively"))
+    for note in res.params.get("kspace_reader_notes", []):
+        typer.echo(f"note: {note} (sidecar: kspace_reader_notes)")
+    if res.params.get("partial_fourier_axis") is not None:
+        typer.echo(f"partial Fourier (one side of k-space skipped along in-plane axis "
+                   f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "
+                   "symmetric centre")
+    typer.echo(f"reconstructed {what} in {res.seconds:.1f} s; outputs:")
+    for p in paths.values():
+        typer.echo(f"  {p}")
+    if res.metrics and not math.isfinite(res.metrics["recon"]["psnr"]):
+        typer.echo("the input is constant in every slice: PSNR and SSIM against it are undefined")
+    elif res.metrics:
+        r, z = res.metrics["recon"], res.metrics["zerofilled"]
+        typer.echo(f"PSNR {r['psnr']:.2f} dB (zero-filled {z['psnr']:.2f}), SSIM {r['ssim']:.3f} "
+                   f"(zero-filled {z['ssim']:.3f}) against the input as fully sampled reference")
 
 
 @app.command()

@@ -69,3 +69,24 @@ def twix_with_noise_scan(tmp_path_factory) -> tuple[Path, np.ndarray]:
     path = tmp_path_factory.mktemp("twix") / "gre_noise.dat"
     twixtools.write_twix([dict(scan, mdb=lines), dict(scan, mdb=[m.convert_to_local() for m in image])], str(path))
     return path, noise
+
+
+ECHO_FACTOR = 0.5 * np.exp(1j)  # each echo of ``multi_echo_twix`` is the one before it times this
+
+
+@pytest.fixture(scope="session")
+def multi_echo_twix(tmp_path_factory) -> Path:
+    """The twix phantom rewritten as a two-echo file (``Eco`` 0 and 1), the second echo the first times
+    ``ECHO_FACTOR`` (weaker, phase-shifted)."""
+    twixtools = pytest.importorskip("twixtools")
+    scan = twixtools.read_twix(str(DATA / "mri" / "gre.dat"), parse_pmu=False, verbose=False)[-1]
+    lines = []
+    for e in (0, 1):
+        for m in (m for m in scan["mdb"] if m.is_image_scan()):
+            line = m.convert_to_local()
+            line.mdh.Counter.Eco = e
+            line.data = (m.data * ECHO_FACTOR**e).astype(np.complex64)
+            lines.append(line)
+    path = tmp_path_factory.mktemp("twix") / "me.dat"
+    twixtools.write_twix([dict(scan, mdb=lines)], str(path))
+    return path

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from neurodiff.cli import app
 
-from .conftest import EXAMPLE
+from .conftest import ECHO_FACTOR, EXAMPLE
 
 runner = CliRunner()
 
@@ -100,12 +100,28 @@ def test_mask_with_accel_slices_out_of_range_and_mask_as_output(scan, tmp_path, 
     common = ("--model", untrained_recon_model, "--steps", 1, "--samples", 2)
     assert_one_line_error(run("recon", scan, "--mask", m, "--accel", 8, "--out-dir", tmp_path / "o", *common))
     assert_one_line_error(run("recon", scan, "--slices", "1:10", "--out-dir", tmp_path / "o", *common))
-    assert_one_line_error(run("recon", scan, "--echo", 2, "--out-dir", tmp_path / "o", *common))  # an image
+    for echo in (2, "all"):  # an image
+        assert_one_line_error(run("recon", scan, "--echo", echo, "--out-dir", tmp_path / "o", *common))
     own = scan.parent / "scan_desc-mask.nii.gz"  # the user's mask where the mask output would go
     _write(own, plane, like)
     before = own.read_bytes()
     assert_one_line_error(run("recon", scan, "--mask", own, "--force", *common))
     assert own.read_bytes() == before and not (tmp_path / "o").exists()
+
+
+def test_all_echoes(multi_echo_twix, tmp_path, untrained_recon_model):
+    """``--echo all`` reconstructs each echo of a multi-echo file into its own ``echo-N`` outputs, all or none."""
+    common = ("--model", untrained_recon_model, "--steps", 1, "--samples", 2, "--accel", 4, "--out-dir", tmp_path)
+    res = run("recon", multi_echo_twix, "--echo", "all", *common)
+    assert res.exit_code == 0, res.output
+    recon = [nib.load(tmp_path / f"me_echo-{e}_desc-zerofilled.nii.gz").get_fdata() for e in (1, 2)]
+    np.testing.assert_allclose(recon[1], abs(ECHO_FACTOR) * recon[0], rtol=1e-3, atol=1e-3 * recon[0].max())
+    assert json.loads((tmp_path / "me_echo-2_desc-recon.json").read_text())["Parameters"]["echo"] == 2
+    assert "(echo 2) in" in res.output
+    (tmp_path / "me_echo-1_desc-recon.nii.gz").unlink()
+    assert_one_line_error(run("recon", multi_echo_twix, "--echo", "all", *common))  # echo 2's outputs exist
+    assert not (tmp_path / "me_echo-1_desc-recon.nii.gz").exists()
+    assert_one_line_error(run("recon", multi_echo_twix, "--echo", "second", *common))
 
 
 def test_2d_input_gives_2d_outputs(scan, tmp_path, untrained_recon_model):

@@ -6,7 +6,7 @@ from neurodiff.mri.consistency import (
 from neurodiff.mri.fft import channels_to_complex, complex_to_channels, fft2c, ifft2c
 from neurodiff.mri.masks import check_mask, mask_from_kspace, sampling_mask
 from neurodiff.mri.operators import MultiCoil, SingleCoil, estimate_sensitivities, rss
-from neurodiff.mri.raw import KSpace, read_kspace, write_cfl
+from neurodiff.mri.raw import KSpace, kspace_echoes, read_kspace, write_cfl
 
 __all__ = [
     "KSpace",
@@ -19,6 +19,7 @@ __all__ = [
     "fft2c",
     "hard_project",
     "ifft2c",
+    "kspace_echoes",
     "kspace_noise_variance",
     "mask_from_kspace",
     "multicoil_project",

@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,27 @@ def read_kspace(path: str | os.PathLike, echo: int | None = None) -> KSpace:
     raise InputError(
         f"unknown k-space format {p.name!r}: use .dat (twix), .h5 (fastMRI, ISMRMRD), .cfl/.hdr (BART) or .nii[.gz]"
     )
+
+
+def kspace_echoes(path: str | os.PathLike) -> tuple[int, ...]:
+    """The echoes (contrasts) a k-space file holds, 1-based as ``read_kspace``'s ``echo``: those with imaging lines
+    of a twix or ISMRMRD file, ``(1,)`` for the single-echo formats. Reads only what it needs (headers for
+    ISMRMRD)."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".dat") and p.is_file():
+        _, image, _ = _twix_lines(p)
+        return _echoes_present(np.array([m.cEco for m in image]), np.ones(len(image), bool))
+    if name.endswith((".h5", ".hdf5")) and p.is_file():
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            groups = [] if "kspace" in f else _ismrmrd_groups(f)
+            if groups:
+                head = groups[0]["data"].fields("head")[()]
+                flag, keep = _ismrmrd_flags(head, p.name)
+                return _echoes_present(head["idx"]["contrast"].astype(int), keep & ~flag(_ISMRMRD_CALIBRATION))
+    return (1,)
 
 
 def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) -> None:
@@ -329,33 +351,47 @@ _TWIX_NOT_REFERENCE = ("ACQEND", "RTFEEDBACK", "HPFEEDBACK", "SYNCDATA", "REFPHA
                        "PHASCOR", "NOISEADJSCAN")
 
 
+def _echoes_present(counter: np.ndarray, imaging: np.ndarray) -> tuple[int, ...]:
+    """The echoes (1-based, ascending) of 0-based echo counters ``counter`` ``(N,)`` that have imaging lines
+    (``imaging`` ``(N,)`` bool)."""
+    return tuple(int(e) + 1 for e in np.unique(counter[imaging]))
+
+
 def _echo_lines(counter: np.ndarray, echo: int | None, name: str, imaging: np.ndarray) -> np.ndarray:
     """Which lines, of 0-based echo counters ``counter`` ``(N,)``, belong to ``echo`` (1-based; None: the file must
     hold one echo, whichever): ``(N,)`` bool. ``imaging`` ``(N,)`` bool marks the imaging lines; the chosen echo
     must have some."""
-    present = np.unique(counter[imaging]) + 1
+    present = _echoes_present(counter, imaging)
     listed = ", ".join(str(e) for e in present)
     if echo is None and len(present) > 1:
-        raise InputError(f"{name} holds {len(present)} echoes (contrasts): choose one with --echo ({listed})")
+        raise InputError(f"{name} holds {len(present)} echoes (contrasts): choose one with --echo ({listed}) "
+                         "or --echo all")
     chosen = counter == (present[0] - 1 if echo is None else echo - 1)
     if not (chosen & imaging).any():
         raise InputError(f"--echo {echo}: {name} has no imaging lines of that echo (echoes present: {listed})")
     return chosen
 
 
-def _read_twix(path: Path, echo: int | None = None) -> KSpace:
+def _twix_lines(path: Path) -> tuple[list, list, list]:
+    """``(measurements, imaging lines, reference lines)`` of a twix file: all its measurements, and the image scan's
+    and separately acquired (GRAPPA) reference lines of the last one."""
     try:
         import twixtools
     except ImportError:
         raise InputError("reading Siemens .dat files needs twixtools: pip install neurodiff[raw]") from None
     with contextlib.redirect_stdout(io.StringIO()):
         scans = twixtools.read_twix(str(path), parse_pmu=False, verbose=False)
-    meas = scans[-1]
-    image = [m for m in meas["mdb"] if m.is_image_scan()]
+    image = [m for m in scans[-1]["mdb"] if m.is_image_scan()]
     if not image:
         raise InputError(f"{path.name} holds no imaging k-space lines")
-    reference = [m for m in meas["mdb"] if m.is_flag_set("PATREFSCAN") and not m.is_image_scan()
+    reference = [m for m in scans[-1]["mdb"] if m.is_flag_set("PATREFSCAN") and not m.is_image_scan()
                  and not any(m.is_flag_set(f) for f in _TWIX_NOT_REFERENCE) and m.data.shape == image[0].data.shape]
+    return scans, image, reference
+
+
+def _read_twix(path: Path, echo: int | None = None) -> KSpace:
+    scans, image, reference = _twix_lines(path)
+    meas = scans[-1]
     lines = image + reference
     chosen = _echo_lines(np.array([m.cEco for m in lines]), echo, path.name, np.arange(len(lines)) < len(image))
     image, reference = ([m for m, keep in zip(part, chosen[offset:]) if keep]
@@ -398,8 +434,7 @@ def _read_h5(path: Path, echo: int | None = None) -> KSpace:
         raise InputError("reading .h5 k-space needs h5py: pip install neurodiff[raw]") from None
     with h5py.File(path, "r") as f:
         if "kspace" not in f:
-            groups = [g for g in f.values() if isinstance(g, h5py.Group) and "data" in g
-                      and g["data"].dtype.names is not None and "head" in g["data"].dtype.names]
+            groups = _ismrmrd_groups(f)
             if groups:
                 return _read_ismrmrd(groups[0], path.name, echo)
             raise InputError(f"{path.name} has neither a 'kspace' dataset (fastMRI) nor ISMRMRD acquisitions")
@@ -424,6 +459,14 @@ def _read_h5(path: Path, echo: int | None = None) -> KSpace:
         k, voxel = _to_recon_space(k[:, :, None], header, path.name)
     return KSpace(data=np.ascontiguousarray(k, dtype=np.complex64), voxel_size=voxel, affine=None, source="fastmri",
                   notes=notes)
+
+
+def _ismrmrd_groups(f) -> list:
+    """The groups of an open HDF5 file ``f`` that hold ISMRMRD acquisitions (a ``data`` table with ``head``)."""
+    import h5py
+
+    return [g for g in f.values() if isinstance(g, h5py.Group) and "data" in g
+            and g["data"].dtype.names is not None and "head" in g["data"].dtype.names]
 
 
 def _xml_find(header: bytes | str, path: str) -> ET.Element | None:
@@ -460,10 +503,9 @@ _ISMRMRD_NOT_IMAGE = (19, 23, 24, 26, 27, 28, 29, 30, 31)  # noise, navigator, p
 _ISMRMRD_NOISE, _ISMRMRD_CALIBRATION, _ISMRMRD_REVERSE = 19, 20, 22
 
 
-def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
-    """Cartesian 2D k-space from an ISMRMRD HDF5 group (``/dataset``) holding ``data`` and ``xml``."""
-    acq = group["data"][()]
-    head = acq["head"]
+def _ismrmrd_flags(head: np.ndarray, name: str) -> tuple[Callable[[int], np.ndarray], np.ndarray]:
+    """``(flag, keep)`` of ISMRMRD acquisition headers ``head`` ``(N,)``: ``flag(bit)`` ``(N,)`` bool for a flag bit
+    (1-based, as in ismrmrd.h) and ``keep`` ``(N,)`` bool, the image k-space lines (calibration lines included)."""
     flags = head["flags"].astype(np.uint64)
 
     def flag(bit: int) -> np.ndarray:
@@ -472,6 +514,14 @@ def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
     keep = ~np.any([flag(b) for b in _ISMRMRD_NOT_IMAGE], axis=0)
     if not keep.any():
         raise InputError(f"{name} holds no imaging k-space lines")
+    return flag, keep
+
+
+def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
+    """Cartesian 2D k-space from an ISMRMRD HDF5 group (``/dataset``) holding ``data`` and ``xml``."""
+    acq = group["data"][()]
+    head = acq["head"]
+    flag, keep = _ismrmrd_flags(head, name)
     keep[keep] = _echo_lines(head["idx"]["contrast"][keep].astype(int), echo, name,
                              ~flag(_ISMRMRD_CALIBRATION)[keep])
     noise_lines = flag(_ISMRMRD_NOISE) & (head["active_channels"] == head["active_channels"][keep][0])

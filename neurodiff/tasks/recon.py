@@ -24,8 +24,8 @@ from ..errors import InputError, ModelError
 from ..io import ImageRecord, load_image, negative_offset
 from ..io.bids import split_extension
 from ..mri import (
-    MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_noise_variance, mask_from_kspace,
-    multicoil_project, noisy_copies, read_kspace, sampling_mask, snr_damping, soft_project,
+    MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_echoes, kspace_noise_variance,
+    mask_from_kspace, multicoil_project, noisy_copies, read_kspace, sampling_mask, snr_damping, soft_project,
 )
 from ..mri.consistency import phase_constrained
 from ..mri.masks import is_full_block, mirrored, partial_fourier_axis, support_fraction, symmetric_centre_window
@@ -89,6 +89,24 @@ class ReconResult:
 def is_kspace_file(path: Path) -> bool:
     """Whether ``path`` names a raw k-space format (by extension)."""
     return split_extension(path.name)[1].lower() in KSPACE_EXTENSIONS
+
+
+def echoes_to_reconstruct(path: Path, spec: str | None, kspace: bool = False) -> list[int | None]:
+    """The echoes an ``--echo`` value asks for: ``None`` -> ``[None]`` (the file's only echo); ``"N"`` -> ``[N]``;
+    ``"all"`` -> every echo of a multi-echo twix or ISMRMRD file (1-based), ``[None]`` when it holds one. ``kspace``:
+    the input is k-space whatever its extension (a complex NIfTI, one echo)."""
+    if spec is None:
+        return [None]
+    if spec.strip().lower() == "all":
+        if not (kspace or is_kspace_file(path)):
+            raise InputError("--echo all reconstructs each echo of multi-echo raw k-space (twix, ISMRMRD); the "
+                             "input is an image")
+        echoes = list(kspace_echoes(path))
+        return echoes if len(echoes) > 1 else [None]
+    try:
+        return [int(spec)]
+    except ValueError:
+        raise InputError(f"--echo takes an echo number (1 = the first) or all, got {spec!r}") from None
 
 
 def parse_slices(spec: str | None, n: int) -> slice:

@@ -10,7 +10,9 @@ from neurodiff.errors import InputError, OutputExistsError
 from neurodiff.mri.fft import fft2c, ifft2c
 from neurodiff.mri.operators import rss
 from neurodiff.mri.masks import sampling_mask
-from neurodiff.mri.raw import _recentred, read_kspace, write_cfl
+from neurodiff.mri.raw import _recentred, kspace_echoes, read_kspace, write_cfl
+
+from ..conftest import ECHO_FACTOR
 
 TWIX = Path(__file__).parents[1] / "data" / "mri" / "gre.dat"
 
@@ -353,39 +355,34 @@ def test_ismrmrd_matches_twix(twix, tmp_path):
     assert twix.noise is None  # the phantom file has no noise adjust scan
 
 
-def test_multi_echo(twix, tmp_path):
+def test_multi_echo(twix, multi_echo_twix, tmp_path):
     """Multi-echo twix and ISMRMRD files: each echo is read with ``echo`` (1-based); without it, or past the last
-    echo, one clear error says how many there are."""
+    echo, one clear error says how many there are; ``kspace_echoes`` lists them."""
     import twixtools
 
-    scan = twixtools.read_twix(str(TWIX), parse_pmu=False, verbose=False)[-1]
-    image = [m for m in scan["mdb"] if m.is_image_scan()]
-    factor = 0.5 * np.exp(1j)  # the second echo: weaker, phase-shifted
-    mdbs = []
-    for e in (0, 1):
-        for m in image:
-            line = m.convert_to_local()
-            line.mdh.Counter.Eco = e
-            line.data = (m.data * factor**e).astype(np.complex64)
-            mdbs.append(line)
-    twixtools.write_twix([dict(scan, mdb=mdbs)], str(tmp_path / "me.dat"))
-    lines = [(m.data * factor**e, m.cLin, m.cSlc, [22] if m.is_flag_set("REFLECT") else [], 0, e)
+    image = [m for m in twixtools.read_twix(str(TWIX), parse_pmu=False, verbose=False)[-1]["mdb"]
+             if m.is_image_scan()]
+    lines = [(m.data * ECHO_FACTOR**e, m.cLin, m.cSlc, [22] if m.is_flag_set("REFLECT") else [], 0, e)
              for e in (0, 1) for m in image]
     ncol = image[0].data.shape[-1]
     _ismrmrd_file(tmp_path / "me.h5", lines, (ncol, 160), int(image[0].mdh.CenterLin), recon_x=ncol // 2)
-    for name in ("me.dat", "me.h5"):
-        np.testing.assert_allclose(read_kspace(tmp_path / name, echo=1).data, twix.data, atol=1e-5)
-        np.testing.assert_allclose(read_kspace(tmp_path / name, echo=2).data, factor * twix.data, atol=1e-5)
-        with pytest.raises(InputError, match=r"holds 2 echoes \(contrasts\): choose one with --echo \(1, 2\)"):
-            read_kspace(tmp_path / name)
+    for path in (multi_echo_twix, tmp_path / "me.h5"):
+        assert kspace_echoes(path) == (1, 2)
+        np.testing.assert_allclose(read_kspace(path, echo=1).data, twix.data, atol=1e-5)
+        np.testing.assert_allclose(read_kspace(path, echo=2).data, ECHO_FACTOR * twix.data, atol=1e-5)
+        with pytest.raises(InputError, match=r"holds 2 echoes \(contrasts\): choose one with --echo \(1, 2\) or "
+                                             r"--echo all"):
+            read_kspace(path)
         with pytest.raises(InputError, match=r"--echo 3: me.* no imaging lines of that echo \(echoes present: 1, 2\)"):
-            read_kspace(tmp_path / name, echo=3)
+            read_kspace(path, echo=3)
     assert read_kspace(TWIX, echo=1).data.shape == twix.data.shape
+    assert kspace_echoes(TWIX) == (1,)
     with pytest.raises(InputError, match=r"echoes present: 1\)"):
         read_kspace(TWIX, echo=2)
     _ismrmrd_file(tmp_path / "second.h5", lines[len(image):], (ncol, 160), int(image[0].mdh.CenterLin),
                   recon_x=ncol // 2)  # only the second echo exported: read without --echo, refused as echo 1
-    np.testing.assert_allclose(read_kspace(tmp_path / "second.h5").data, factor * twix.data, atol=1e-5)
+    assert kspace_echoes(tmp_path / "second.h5") == (2,)
+    np.testing.assert_allclose(read_kspace(tmp_path / "second.h5").data, ECHO_FACTOR * twix.data, atol=1e-5)
     with pytest.raises(InputError, match=r"--echo 1: second.h5 has no imaging lines .*present: 2\)"):
         read_kspace(tmp_path / "second.h5", echo=1)
 
