@@ -136,7 +136,8 @@ def recon(
                                        "variable density."),
     center_fraction: float = typer.Option(0.08, help="Fully sampled centre, as a fraction of the lines."),
     mask: Optional[Path] = typer.Option(None, help="Sampling mask NIfTI (voxel order of the image, centred like "
-                                        "k-space; one plane or identical planes) instead of --accel."),
+                                        "k-space, one written with DC in its corners is fftshifted; one plane or "
+                                        "identical planes) instead of --accel."),
     kspace: bool = typer.Option(False, "--kspace", help="The NIfTI input is complex k-space (H, W[, S][, C])."),
     pe_axis: int = typer.Option(0, help="Phase-encode axis of 1D masks: 0 = first in-plane voxel axis, 1 = second."),
     slice_axis: int = typer.Option(2, help="Voxel axis along which the volume is sliced; k-space is 2D over the "
@@ -208,8 +209,9 @@ def _recon_summary(res, what: str, paths: dict[str, Path], undersampled: bool) -
     if res.params["sampler"] == "none":
         typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT"
                    + ("" if undersampled else "; give --accel to undersample it retrospectively"))
-    for note in res.params.get("kspace_reader_notes", []):
-        typer.echo(f"note: {note} (sidecar: kspace_reader_notes)")
+    for key in ("kspace_reader_notes", "mask_notes"):
+        for note in res.params.get(key, []):
+            typer.echo(f"note: {note} (sidecar: {key})")
     if res.params.get("partial_fourier_axis") is not None:
         typer.echo(f"partial Fourier (one side of k-space skipped along in-plane axis "
                    f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "

@@ -28,7 +28,9 @@ from ..mri import (
     mask_from_kspace, multicoil_project, noisy_copies, read_kspace, sampling_mask, snr_damping, soft_project,
 )
 from ..mri.consistency import phase_constrained
-from ..mri.masks import is_full_block, mirrored, partial_fourier_axis, support_fraction, symmetric_centre_window
+from ..mri.masks import (
+    is_full_block, is_uncentred, mirrored, partial_fourier_axis, support_fraction, symmetric_centre_window,
+)
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
 from ..mri.posterior import (
     Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, kspace_share_noise_std,
@@ -132,7 +134,9 @@ def slices_per_batch(shape: tuple[int, int], device: torch.device) -> int:
     return max(1, budget // (shape[0] * shape[1]))
 
 
-def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int) -> np.ndarray:
+def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int) -> tuple[np.ndarray, list[str]]:
+    """A ``--mask`` file as one ``(H, W)`` bool plane, centred (fftshifted if written with k-space's centre in its
+    corners, :func:`~neurodiff.mri.masks.is_uncentred`), and notes on what was changed."""
     data, _ = load_image(path, ndim=(2, 3), name="mask")
     if data.ndim == 3 and data.shape[slice_axis] != 1:
         planes = np.moveaxis(data, slice_axis, -1)
@@ -144,7 +148,10 @@ def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int) -> np.ndarra
     if not np.isin(data, (0, 1)).all():
         raise InputError(f"mask {path} is not binary (values other than 0 and 1)")
     check_mask(data, shape)
-    return data.astype(bool)
+    if is_uncentred(data):
+        return np.fft.fftshift(data.astype(bool)), [f"the mask {path.name} had k-space's centre in its corners "
+                                                     "(not fftshifted): it was fftshifted to centre it"]
+    return data.astype(bool), []
 
 
 @dataclass
@@ -189,9 +196,11 @@ def _image_problem(
     if not np.any(data):
         raise InputError("the input image is all zero: there is nothing to reconstruct")
     hw = tuple(np.delete(data.shape, slice_axis))
-    mask = (_load_mask(mask_file, hw, slice_axis) if mask_file is not None
-            else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
+    mask, notes = (_load_mask(mask_file, hw, slice_axis) if mask_file is not None
+                   else (sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed), []))
     info: dict = {"slice_range": [sl.start, sl.stop]}
+    if notes:
+        info["mask_notes"] = notes
     offset = _negative_offset(data, mask)
     if offset:
         data = data - offset
@@ -251,13 +260,14 @@ def _kspace_problem(
     data = torch.from_numpy(ks.data[sl])  # (S, C, H, W)
     hw = tuple(data.shape[-2:])
     measured = mask_from_kspace(ks.data)
-    reference, full, fully_sampled = None, None, False
+    reference, full, fully_sampled, mask_notes = None, None, False, []
     if mask_file is not None or accel is not None:
         if not is_full_block(measured):
             raise InputError("the k-space is already undersampled: drop --accel/--mask to use its own sampling")
         full = data  # (zero-padded edges or partial Fourier stay unsampled)
-        mask = measured & (_load_mask(mask_file, hw, 2) if mask_file is not None
-                           else sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed))
+        drawn, mask_notes = (_load_mask(mask_file, hw, 2) if mask_file is not None else
+                             (sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed), []))
+        mask = measured & drawn
         data = data * torch.from_numpy(mask)
     pf = partial_fourier_axis(measured if mask_file is None else mask)  # (drawn masks are never one-sided)
     if full is None:  # zero-padded edges count as full; partial Fourier data are reconstructed
@@ -316,6 +326,8 @@ def _kspace_problem(
             "axes": list(ks.axes)}
     if ks.notes:
         info["kspace_reader_notes"] = list(ks.notes)
+    if mask_notes:
+        info["mask_notes"] = mask_notes
     if ks.voxel_size is None:
         info["geometry"] = "unknown (the file has no header): 1 mm voxels assumed, readout oversampling kept"
     if c > 1:
@@ -373,7 +385,9 @@ def reconstruct(
         ``random``/``equispaced`` 1D lines along ``pe_axis`` (0 = first in-plane axis) or 2D ``poisson``, the fully
         sampled centre fraction, and the seed of the mask and of the sampler.
     mask
-        NIfTI sampling mask in the image's voxel order, centred like the k-space; one plane or identical planes.
+        NIfTI sampling mask in the image's voxel order, centred like the k-space (one written with DC in its corners
+        is fftshifted, :func:`~neurodiff.mri.masks.is_uncentred`, noted in ``mask_notes``); one plane or identical
+        planes.
     slice_axis
         Voxel axis along which slices are taken (k-space is 2D over the other two).
     slices

@@ -4,7 +4,7 @@ import torch
 
 from neurodiff.errors import InputError
 from neurodiff.mri.masks import (
-    check_mask, is_full_block, mask_from_kspace, partial_fourier_axis, sampling_mask, support_fraction,
+    check_mask, is_full_block, is_uncentred, mask_from_kspace, partial_fourier_axis, sampling_mask, support_fraction,
     symmetric_centre_window,
 )
 
@@ -148,3 +148,18 @@ def test_line_masks_are_not_partial_fourier(kind):
             for pe_axis in (0, 1):
                 mask = sampling_mask((256, 192), accel, cf, kind, pe_axis=pe_axis, seed=seed)
                 assert partial_fourier_axis(mask) is None, (accel, seed, pe_axis)
+
+
+def test_uncentred_masks_are_recognised():
+    """Masks written with k-space's centre in the corners (``ifftshift`` of a centred one) are recognised; centred
+    masks, one-sided (partial-Fourier) and fully sampled ones are not."""
+    for kind in KINDS:
+        for accel, cf in ((3, 0.08), (4, 0.08), (8, 0.04), (12, 0.04)):
+            for seed in range(2 if kind == "poisson" else 5):
+                for shape in ((128, 128), (63, 77)):
+                    mask = sampling_mask(shape, accel, cf, kind, pe_axis=seed % 2, seed=seed)
+                    assert not is_uncentred(mask), (kind, accel, seed, shape)
+                    assert is_uncentred(np.fft.ifftshift(mask)), (kind, accel, seed, shape)
+    one_sided = np.ones((64, 48), bool)
+    one_sided[:24] = False
+    assert not is_uncentred(one_sided) and not is_uncentred(np.ones((64, 48), bool))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri import fft2c, ifft2c, kspace_noise_variance
+from neurodiff.mri import fft2c, ifft2c, kspace_noise_variance, sampling_mask
 from neurodiff.tasks.recon import output_paths, parse_slices, reconstruct, write
 
 from ..conftest import DATA, EXAMPLE
@@ -272,3 +272,19 @@ def test_partial_fourier_mask_fills_the_skipped_side(untrained_recon_model, tmp_
     assert res.metrics["recon"]["nmse"] < 0.2 * res.metrics["zerofilled"]["nmse"]
     drawn = reconstruct(nib.Nifti1Image(image, np.eye(4)), accel=4, **kw)
     assert "partial_fourier_axis" not in drawn.params
+
+
+def test_uncentred_mask_file_is_centred(tmp_path, untrained_recon_model):
+    """A mask file written with k-space's centre in its corners reconstructs as its centred version, and says so."""
+    image = nib.load(EXAMPLE).slicer[:, :, 40:41]
+    centred = sampling_mask(image.shape[:2], 4, 0.08, "random", seed=3)[:, :, None].astype(np.uint8)
+    files = {}
+    for name, plane in (("centred", centred), ("uncentred", np.fft.ifftshift(centred, axes=(0, 1)))):
+        files[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(plane, image.affine), files[name])
+    kw = dict(samples=2, steps=2, model=untrained_recon_model, device="cpu")
+    res = {name: reconstruct(image, mask=path, **kw) for name, path in files.items()}
+    np.testing.assert_array_equal(res["uncentred"].mask, res["centred"].mask)
+    np.testing.assert_allclose(res["uncentred"].recon, res["centred"].recon)
+    assert "mask_notes" not in res["centred"].params
+    assert "fftshifted" in res["uncentred"].params["mask_notes"][0]
