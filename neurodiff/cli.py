@@ -13,12 +13,15 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 
 from . import __version__
 from .errors import InputError, NeurodiffError
+
+if TYPE_CHECKING:
+    from .tasks.recon import ReconResult
 
 app = typer.Typer(
     help="Diffusion models for neuroimaging: MRI reconstruction with uncertainty, anomaly detection, model training and more.\n\n"
@@ -61,6 +64,12 @@ class MaskType(str, Enum):
     random = "random"
     equispaced = "equispaced"
     poisson = "poisson"
+
+
+class MaskLayout(str, Enum):
+    auto = "auto"
+    centred = "centred"
+    corner = "corner"
 
 
 class Device(str, Enum):
@@ -136,8 +145,11 @@ def recon(
                                        "variable density."),
     center_fraction: float = typer.Option(0.08, help="Fully sampled centre, as a fraction of the lines."),
     mask: Optional[Path] = typer.Option(None, help="Sampling mask NIfTI (voxel order of the image, centred like "
-                                        "k-space, one written with DC in its corners is fftshifted; one plane or "
-                                        "identical planes) instead of --accel."),
+                                        "k-space, see --mask-layout; one plane or identical planes) instead of "
+                                        "--accel."),
+    mask_layout: MaskLayout = typer.Option(MaskLayout.auto, help="Where the --mask file has k-space's centre: "
+                                           "centred (middle), corner (plain fft2 order: fftshifted), auto (judged "
+                                           "by its density, said when moved)."),
     kspace: bool = typer.Option(False, "--kspace", help="The NIfTI input is complex k-space (H, W[, S][, C])."),
     pe_axis: int = typer.Option(0, help="Phase-encode axis of 1D masks: 0 = first in-plane voxel axis, 1 = second."),
     slice_axis: int = typer.Option(2, help="Voxel axis along which the volume is sliced; k-space is 2D over the "
@@ -183,48 +195,51 @@ def recon(
     paths = {e: output_paths(input, out_dir, save_samples, e) for e in echoes}
     inputs = [input] + ([mask] if mask else [])
     with OutputSet([p for ps in paths.values() for p in ps.values()], force=force, inputs=inputs) as outputs:
-        results = []
-        for e in echoes:
-            label = "sampling" if len(echoes) == 1 else f"echo {e}/{echoes[-1]}: sampling"
+        summary: list[str] = []  # printed once every output is in place
+        for i, e in enumerate(echoes):
+            label = "sampling" if len(echoes) == 1 else f"echo {e} ({i + 1} of {len(echoes)}): sampling"
             with _progress(quiet, label) as update:
                 res = reconstruct(
                     input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
-                    center_fraction=center_fraction, mask=mask, pe_axis=pe_axis, slice_axis=slice_axis,
-                    slices=slices, echo=e, samples=samples, steps=steps, eta=eta, dc_weight=dc_weight, model=model,
-                    device=device.value, seed=seed, save_samples=save_samples, progress=update,
+                    center_fraction=center_fraction, mask=mask, mask_layout=mask_layout.value, pe_axis=pe_axis,
+                    slice_axis=slice_axis, slices=slices, echo=e, samples=samples, steps=steps, eta=eta,
+                    dc_weight=dc_weight, model=model, device=device.value, seed=seed, save_samples=save_samples,
+                    progress=update,
                 )
             write(res, input, paths[e], outputs.tmp)
-            results.append(res)
+            summary += _recon_summary(res, input if e is None else f"{input} (echo {e})", paths[e],
+                                      undersampled=accel is not None or mask is not None, notes=i == 0)
+            no_spread = samples == 1 and res.params["sampler"] != "none"
+            del res
     if not quiet:
-        for res, e in zip(results, echoes):
-            _recon_summary(res, input if e is None else f"{input} (echo {e})", paths[e],
-                           undersampled=accel is not None or mask is not None)
-        if samples == 1 and results[0].params["sampler"] != "none":
+        typer.echo("\n".join(summary))
+        if no_spread:
             typer.echo("note: one sample has no spread, so the uncertainty map is zero (use --samples 8)", err=True)
 
 
-def _recon_summary(res, what: str, paths: dict[str, Path], undersampled: bool) -> None:
-    """Print what ``neurodiff recon`` did to ``what`` (a :class:`~neurodiff.tasks.recon.ReconResult`) and where its
-    outputs ``paths`` are."""
+def _recon_summary(res: ReconResult, what: str, paths: dict[str, Path], undersampled: bool,
+                   notes: bool = True) -> list[str]:
+    """The lines that say what ``neurodiff recon`` did to ``what`` and where its outputs ``paths`` are; ``notes``:
+    with the reader's and the mask's notes."""
+    lines = []
     if res.params["sampler"] == "none":
-        typer.echo("the k-space is fully sampled: the output is its (coil-combined) inverse FFT"
-                   + ("" if undersampled else "; give --accel to undersample it retrospectively"))
-    for key in ("kspace_reader_notes", "mask_notes"):
-        for note in res.params.get(key, []):
-            typer.echo(f"note: {note} (sidecar: {key})")
+        lines.append("the k-space is fully sampled: the output is its (coil-combined) inverse FFT"
+                     + ("" if undersampled else "; give --accel to undersample it retrospectively"))
+    for key in ("kspace_reader_notes", "mask_notes") if notes else ():
+        lines += [f"note: {note} (sidecar: {key})" for note in res.params.get(key, [])]
     if res.params.get("partial_fourier_axis") is not None:
-        typer.echo(f"partial Fourier (one side of k-space skipped along in-plane axis "
-                   f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "
-                   "symmetric centre")
-    typer.echo(f"reconstructed {what} in {res.seconds:.1f} s; outputs:")
-    for p in paths.values():
-        typer.echo(f"  {p}")
+        lines.append(f"partial Fourier (one side of k-space skipped along in-plane axis "
+                     f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "
+                     "symmetric centre")
+    lines.append(f"reconstructed {what} in {res.seconds:.1f} s; outputs:")
+    lines += [f"  {p}" for p in paths.values()]
     if res.metrics and not math.isfinite(res.metrics["recon"]["psnr"]):
-        typer.echo("the input is constant in every slice: PSNR and SSIM against it are undefined")
+        lines.append("the input is constant in every slice: PSNR and SSIM against it are undefined")
     elif res.metrics:
         r, z = res.metrics["recon"], res.metrics["zerofilled"]
-        typer.echo(f"PSNR {r['psnr']:.2f} dB (zero-filled {z['psnr']:.2f}), SSIM {r['ssim']:.3f} "
-                   f"(zero-filled {z['ssim']:.3f}) against the input as fully sampled reference")
+        lines.append(f"PSNR {r['psnr']:.2f} dB (zero-filled {z['psnr']:.2f}), SSIM {r['ssim']:.3f} "
+                     f"(zero-filled {z['ssim']:.3f}) against the input as fully sampled reference")
+    return lines
 
 
 @app.command()

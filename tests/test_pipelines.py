@@ -56,7 +56,8 @@ def test_tiny_run(tmp_path, untrained_recon_model):
     assert (out_dir / "sub-colin27_desc-recon_T1w.json").is_file()
 
     table = pd.read_csv(tmp_path / "results" / "recon_metrics.tsv", sep="\t")
-    assert list(table.columns) == ["scan", "echo", "psnr", "ssim", "nmse", "zerofilled_psnr", "zerofilled_ssim", "seconds"]
+    assert list(table.columns) == ["scan", "echo", "psnr", "ssim", "nmse", "zerofilled_psnr", "zerofilled_ssim",
+                                   "seconds"]
     assert len(table) == 1 and table.loc[0, "scan"] == "sub-colin27_T1w"
     assert np.isfinite(table.loc[0, "psnr"]) and np.isfinite(table.loc[0, "zerofilled_psnr"])
 
@@ -79,15 +80,18 @@ def test_tiny_anomaly_run(tmp_path, untrained_anomaly_model):
 
 def test_raw_multi_echo_kspace(tmp_path, multi_echo_twix, untrained_recon_model):
     """Raw k-space in the input folder is reconstructed, each echo of a multi-echo file as its own job (here
-    undersampled retrospectively with ``kspace_accel``); anomaly detection leaves it alone."""
+    undersampled retrospectively with ``kspace_accel``); anomaly detection leaves it alone; a file that is not
+    k-space is skipped with a warning."""
     import nibabel as nib
     import pandas as pd
 
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
     in_dir.mkdir()
     shutil.copy(multi_echo_twix, in_dir)
-    snakemake("--cores", "1", "--config", f"input_dir={in_dir}", f"out_dir={out_dir}", "samples=2", "steps=2",
-              "kspace_accel=4", f"model={untrained_recon_model}", "threads=1", cwd=tmp_path)
+    (in_dir / "notes.dat").write_text("not k-space")  # skipped with a warning, not a failed workflow
+    proc = snakemake("--cores", "1", "--config", f"input_dir={in_dir}", f"out_dir={out_dir}", "samples=2", "steps=2",
+                     "kspace_accel=4", f"model={untrained_recon_model}", "threads=1", cwd=tmp_path)
+    assert "skipping notes.dat: notes.dat could not be read as a Siemens twix file" in proc.stderr
     zerofilled = [nib.load(out_dir / f"me_echo-{e}_desc-zerofilled.nii.gz").get_fdata() for e in (1, 2)]
     assert zerofilled[0].shape == (160, 160, 1) and zerofilled[1].max() < 0.6 * zerofilled[0].max()
     table = pd.read_csv(tmp_path / "results" / "recon_metrics.tsv", sep="\t")

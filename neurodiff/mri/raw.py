@@ -147,15 +147,28 @@ def kspace_echoes(path: str | os.PathLike) -> tuple[int, ...]:
         _, image, _ = _twix_lines(p)
         return _echoes_present(np.array([m.cEco for m in image]), np.ones(len(image), bool))
     if name.endswith((".h5", ".hdf5")) and p.is_file():
-        import h5py
-
-        with h5py.File(p, "r") as f:
-            groups = [] if "kspace" in f else _ismrmrd_groups(f)
-            if groups:
-                head = groups[0]["data"].fields("head")[()]
-                flag, keep = _ismrmrd_flags(head, p.name)
-                return _echoes_present(head["idx"]["contrast"].astype(int), keep & ~flag(_ISMRMRD_CALIBRATION))
+        with _open_h5(p) as f:
+            if "kspace" in f:
+                return (1,)
+            groups = _ismrmrd_groups(f)
+            if not groups:
+                raise InputError(f"{p.name} has neither a 'kspace' dataset (fastMRI) nor ISMRMRD acquisitions")
+            head = groups[0]["data"].fields("head")[()]
+            flag, keep = _ismrmrd_flags(head, p.name)
+            return _echoes_present(head["idx"]["contrast"].astype(int), keep & ~flag(_ISMRMRD_CALIBRATION))
     return (1,)
+
+
+def _open_h5(path: Path):
+    """``h5py.File(path, "r")``, with one clear :class:`InputError` where h5py is missing or the file is no HDF5."""
+    try:
+        import h5py
+    except ImportError:
+        raise InputError("reading .h5 k-space needs h5py: pip install neurodiff[raw]") from None
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise InputError(f"{path.name} could not be read as an HDF5 file") from None
 
 
 def write_cfl(path: str | os.PathLike, data: np.ndarray, force: bool = False) -> None:
@@ -379,8 +392,11 @@ def _twix_lines(path: Path) -> tuple[list, list, list]:
         import twixtools
     except ImportError:
         raise InputError("reading Siemens .dat files needs twixtools: pip install neurodiff[raw]") from None
-    with contextlib.redirect_stdout(io.StringIO()):
-        scans = twixtools.read_twix(str(path), parse_pmu=False, verbose=False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            scans = twixtools.read_twix(str(path), parse_pmu=False, verbose=False)
+    except Exception as e:  # twixtools fails in many ways on files that are not twix
+        raise InputError(f"{path.name} could not be read as a Siemens twix file ({type(e).__name__})") from None
     image = [m for m in scans[-1]["mdb"] if m.is_image_scan()]
     if not image:
         raise InputError(f"{path.name} holds no imaging k-space lines")
@@ -428,11 +444,7 @@ def _read_twix(path: Path, echo: int | None = None) -> KSpace:
 
 
 def _read_h5(path: Path, echo: int | None = None) -> KSpace:
-    try:
-        import h5py
-    except ImportError:
-        raise InputError("reading .h5 k-space needs h5py: pip install neurodiff[raw]") from None
-    with h5py.File(path, "r") as f:
+    with _open_h5(path) as f:
         if "kspace" not in f:
             groups = _ismrmrd_groups(f)
             if groups:

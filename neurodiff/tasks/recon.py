@@ -44,7 +44,7 @@ from .common import resolve_device
 DEFAULT_MODEL = "recon-t1-flair-tiny"
 # card tasks of reconstruction models: conditioned on the zero-filled image and mask, or an unconditional prior
 RECON_TASKS = ("recon", "recon-prior")
-KSPACE_EXTENSIONS = (".dat", ".h5", ".cfl", ".hdr")
+KSPACE_EXTENSIONS = (".dat", ".h5", ".hdf5", ".cfl", ".hdr")
 Progress = Callable[[int, int], None]  # (done, total) network evaluations
 # Multi-coil data consistency: CG iterations per sampling step, and the relative error of x0-hat that sets the
 # noise-adaptive damping (chosen on the twix phantom and simulated multi-coil brains; docs/recon.md).
@@ -95,8 +95,9 @@ def is_kspace_file(path: Path) -> bool:
 
 def echoes_to_reconstruct(path: Path, spec: str | None, kspace: bool = False) -> list[int | None]:
     """The echoes an ``--echo`` value asks for: ``None`` -> ``[None]`` (the file's only echo); ``"N"`` -> ``[N]``;
-    ``"all"`` -> every echo of a multi-echo twix or ISMRMRD file (1-based), ``[None]`` when it holds one. ``kspace``:
-    the input is k-space whatever its extension (a complex NIfTI, one echo)."""
+    ``"all"`` -> every echo of a multi-echo twix or ISMRMRD file (1-based), ``[None]`` when it holds one (its outputs
+    then carry no ``echo-`` entity, as without ``--echo``). ``kspace``: the input is k-space whatever its extension
+    (a complex NIfTI, one echo)."""
     if spec is None:
         return [None]
     if spec.strip().lower() == "all":
@@ -106,9 +107,12 @@ def echoes_to_reconstruct(path: Path, spec: str | None, kspace: bool = False) ->
         echoes = list(kspace_echoes(path))
         return echoes if len(echoes) > 1 else [None]
     try:
-        return [int(spec)]
+        echo = int(spec)
     except ValueError:
-        raise InputError(f"--echo takes an echo number (1 = the first) or all, got {spec!r}") from None
+        echo = 0
+    if echo < 1:
+        raise InputError(f"--echo takes an echo number (1 = the first) or all, got {spec!r}")
+    return [echo]
 
 
 def parse_slices(spec: str | None, n: int) -> slice:
@@ -134,9 +138,14 @@ def slices_per_batch(shape: tuple[int, int], device: torch.device) -> int:
     return max(1, budget // (shape[0] * shape[1]))
 
 
-def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int) -> tuple[np.ndarray, list[str]]:
-    """A ``--mask`` file as one ``(H, W)`` bool plane, centred (fftshifted if written with k-space's centre in its
-    corners, :func:`~neurodiff.mri.masks.is_uncentred`), and notes on what was changed."""
+MASK_LAYOUTS = ("auto", "centred", "corner")
+
+
+def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int, layout: str = "auto"
+               ) -> tuple[np.ndarray, list[str]]:
+    """A ``--mask`` file as one ``(H, W)`` bool plane, centred, and notes on what was changed. ``layout``: where the
+    file has k-space's centre: ``"centred"`` (in the middle, kept), ``"corner"`` (plain ``fft2`` order, fftshifted)
+    or ``"auto"`` (fftshifted where :func:`~neurodiff.mri.masks.is_uncentred` says it is in the corners)."""
     data, _ = load_image(path, ndim=(2, 3), name="mask")
     if data.ndim == 3 and data.shape[slice_axis] != 1:
         planes = np.moveaxis(data, slice_axis, -1)
@@ -148,9 +157,11 @@ def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int) -> tuple[np.
     if not np.isin(data, (0, 1)).all():
         raise InputError(f"mask {path} is not binary (values other than 0 and 1)")
     check_mask(data, shape)
-    if is_uncentred(data):
-        return np.fft.fftshift(data.astype(bool)), [f"the mask {path.name} had k-space's centre in its corners "
-                                                     "(not fftshifted): it was fftshifted to centre it"]
+    if layout == "corner" or (layout == "auto" and is_uncentred(data)):
+        how = "as --mask-layout corner says" if layout == "corner" else \
+            "judged by its density; --mask-layout centred keeps it as it is"
+        return np.fft.fftshift(data.astype(bool)), [f"the mask {path.name} has k-space's centre in its corners: it "
+                                                     f"was fftshifted to centre it ({how})"]
     return data.astype(bool), []
 
 
@@ -181,7 +192,7 @@ class _Problem:
 
 def _image_problem(
     src: Path | nib.Nifti1Image, slice_axis: int, slices: str | None, mask_file: Path | None, accel: float,
-    mask_type: str, center_fraction: float, pe_axis: int, seed: int, dc_weight: float,
+    mask_type: str, center_fraction: float, pe_axis: int, seed: int, dc_weight: float, mask_layout: str = "auto",
 ) -> _Problem:
     data, record = load_image(src, ndim=(2, 3))
     if data.ndim == 2:
@@ -196,7 +207,7 @@ def _image_problem(
     if not np.any(data):
         raise InputError("the input image is all zero: there is nothing to reconstruct")
     hw = tuple(np.delete(data.shape, slice_axis))
-    mask, notes = (_load_mask(mask_file, hw, slice_axis) if mask_file is not None
+    mask, notes = (_load_mask(mask_file, hw, slice_axis, mask_layout) if mask_file is not None
                    else (sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed), []))
     info: dict = {"slice_range": [sl.start, sl.stop]}
     if notes:
@@ -253,7 +264,7 @@ def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
 
 def _kspace_problem(
     path: Path, mask_file: Path | None, accel: float | None, mask_type: str, center_fraction: float, pe_axis: int,
-    seed: int, slices: str | None, dc_weight: float, echo: int | None = None,
+    seed: int, slices: str | None, dc_weight: float, echo: int | None = None, mask_layout: str = "auto",
 ) -> _Problem:
     ks, whitening = prewhiten(read_kspace(path, echo))
     sl = parse_slices(slices, ks.data.shape[0])
@@ -265,7 +276,7 @@ def _kspace_problem(
         if not is_full_block(measured):
             raise InputError("the k-space is already undersampled: drop --accel/--mask to use its own sampling")
         full = data  # (zero-padded edges or partial Fourier stay unsampled)
-        drawn, mask_notes = (_load_mask(mask_file, hw, 2) if mask_file is not None else
+        drawn, mask_notes = (_load_mask(mask_file, hw, 2, mask_layout) if mask_file is not None else
                              (sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed), []))
         mask = measured & drawn
         data = data * torch.from_numpy(mask)
@@ -353,6 +364,7 @@ def reconstruct(
     mask_type: str = "random",
     center_fraction: float = 0.08,
     mask: str | Path | None = None,
+    mask_layout: str = "auto",
     pe_axis: int = 0,
     slice_axis: int = 2,
     slices: str | None = None,
@@ -388,6 +400,8 @@ def reconstruct(
         NIfTI sampling mask in the image's voxel order, centred like the k-space (one written with DC in its corners
         is fftshifted, :func:`~neurodiff.mri.masks.is_uncentred`, noted in ``mask_notes``); one plane or identical
         planes.
+    mask_layout
+        Where the mask file has k-space's centre: ``"auto"`` (judged as above), ``"centred"`` or ``"corner"``.
     slice_axis
         Voxel axis along which slices are taken (k-space is 2D over the other two).
     slices
@@ -432,6 +446,8 @@ def reconstruct(
     mask_path = Path(mask) if mask is not None else None
     if mask_path is not None and not mask_path.exists():
         raise InputError(f"mask file not found: {mask_path}")
+    if mask_layout not in MASK_LAYOUTS:
+        raise InputError(f"--mask-layout must be one of {', '.join(MASK_LAYOUTS)}, got {mask_layout!r}")
     if mask_path is not None and accel is not None:
         raise InputError("give --mask or --accel, not both (the mask sets the acceleration)")
     use_kspace = kspace if kspace is not None else (path is not None and is_kspace_file(path))
@@ -439,12 +455,13 @@ def reconstruct(
         if path is None:
             raise InputError("k-space input must be a file")
         prob = _kspace_problem(path, mask_path, accel, mask_type, center_fraction, pe_axis, seed, slices, dc_weight,
-                               echo)
+                               echo, mask_layout)
     else:
         if echo is not None:
             raise InputError("--echo picks an echo of multi-echo raw k-space (twix, ISMRMRD); the input is an image")
         prob = _image_problem(src if path is None else path, slice_axis, slices, mask_path,
-                              4.0 if accel is None else accel, mask_type, center_fraction, pe_axis, seed, dc_weight)
+                              4.0 if accel is None else accel, mask_type, center_fraction, pe_axis, seed, dc_weight,
+                              mask_layout)
     if not prob.mask.any():
         raise InputError("the sampling mask samples nothing")
     if not torch.any(prob.zf.abs() > 0):
@@ -511,7 +528,8 @@ def reconstruct(
     drawn = mask_path is None and (accel is not None or not use_kspace)  # a mask was drawn from these
     params = dict(accel=(4.0 if accel is None else accel) if drawn else None,
                   mask_type=mask_type if drawn else None, center_fraction=center_fraction if drawn else None,
-                  mask=str(mask_path) if mask_path else None, pe_axis=pe_axis, echo=echo,
+                  mask=str(mask_path) if mask_path else None,
+                  mask_layout=mask_layout if mask_path else None, pe_axis=pe_axis, echo=echo,
                   slice_axis=prob.slice_axis, slices=slices, samples=samples, steps=steps, eta=eta, seed=seed,
                   sample_views=dict(sample_views(samples, views)) if sampler != "none" else {},
                   dc_weight=None if math.isinf(dc_weight) else dc_weight,

@@ -432,6 +432,13 @@ def test_errors(tmp_path, monkeypatch):
     nib.save(nib.Nifti1Image(np.ones((5, 6), np.float32), np.eye(4)), tmp_path / "real.nii")
     with pytest.raises(InputError, match="complex"):
         read_kspace(tmp_path / "real.nii")
+    (tmp_path / "notes.dat").write_text("not twix")
+    (tmp_path / "notes.h5").write_text("not hdf5")
+    for name, match in (("notes.dat", "could not be read as a Siemens twix file"),
+                        ("notes.h5", "could not be read as an HDF5 file")):
+        for read in (read_kspace, kspace_echoes):
+            with pytest.raises(InputError, match=match):
+                read(tmp_path / name)
     monkeypatch.setitem(sys.modules, "twixtools", None)
     with pytest.raises(InputError, match=r"pip install neurodiff\[raw\]"):
         read_kspace(TWIX)

@@ -275,8 +275,9 @@ def test_partial_fourier_mask_fills_the_skipped_side(untrained_recon_model, tmp_
 
 
 def test_uncentred_mask_file_is_centred(tmp_path, untrained_recon_model):
-    """A mask file written with k-space's centre in its corners reconstructs as its centred version, and says so."""
-    image = nib.load(EXAMPLE).slicer[:, :, 40:41]
+    """A mask file written with k-space's centre in its corners reconstructs as its centred version, and says so
+    (odd sizes, where fftshift and ifftshift differ); ``mask_layout`` overrides the judgement."""
+    image = nib.load(EXAMPLE).slicer[:75, :93, 40:41]
     centred = sampling_mask(image.shape[:2], 4, 0.08, "random", seed=3)[:, :, None].astype(np.uint8)
     files = {}
     for name, plane in (("centred", centred), ("uncentred", np.fft.ifftshift(centred, axes=(0, 1)))):
@@ -288,3 +289,10 @@ def test_uncentred_mask_file_is_centred(tmp_path, untrained_recon_model):
     np.testing.assert_allclose(res["uncentred"].recon, res["centred"].recon)
     assert "mask_notes" not in res["centred"].params
     assert "fftshifted" in res["uncentred"].params["mask_notes"][0]
+    kept = reconstruct(image, mask=files["uncentred"], mask_layout="centred", **kw)
+    np.testing.assert_array_equal(kept.mask[..., 0], np.fft.ifftshift(centred[..., 0]))
+    assert "mask_notes" not in kept.params
+    moved = reconstruct(image, mask=files["uncentred"], mask_layout="corner", **kw)
+    np.testing.assert_array_equal(moved.mask, res["centred"].mask)
+    with pytest.raises(InputError, match="--mask-layout must be one of"):
+        reconstruct(image, mask=files["centred"], mask_layout="middle", **kw)
