@@ -9,8 +9,16 @@ import numpy as np
 import torch
 
 from neurodiff.errors import InputError
+from neurodiff.mri.espirit import espirit_maps
 from neurodiff.mri.fft import fft2c, ifft2c
 from neurodiff.mri.masks import calibration_size, check_mask, mask_from_kspace
+
+# ESPIRiT kernel side and eigenvalue crop (Uecker et al. 2014's demo values; crop 0.8, BART's default, gave
+# 42.2 against 44.3 dB with BART pics on the 12-coil simulation)
+ESPIRIT_KERNEL, ESPIRIT_CROP = 6, 0.95
+# ESPIRiT's map is used where the second eigenvalue is at most ESPIRIT_SECOND; voxels whose low-resolution
+# root-sum-of-squares reaches ESPIRIT_SUPPORT of its peak are inside the object
+ESPIRIT_SECOND, ESPIRIT_SUPPORT = 0.5, 0.05
 
 
 def rss(coil_images: torch.Tensor, dim: int = -3) -> torch.Tensor:
@@ -95,16 +103,23 @@ class MultiCoil:
         return (self.sens.to(y.device).conj() * ifft2c(self.mask.to(y.device) * y)).sum(dim=-3)
 
 
-def estimate_sensitivities(kspace: torch.Tensor, calib: int | None = None) -> torch.Tensor:
+def estimate_sensitivities(kspace: torch.Tensor, calib: int | None = None, method: str = "espirit") -> torch.Tensor:
     """Coil sensitivity maps from the fully sampled calibration centre of k-space.
 
-    Low-resolution coil images are reconstructed from the Hann-windowed calibration region and divided by their
-    root-sum-of-squares, so ``sum_c |S_c|^2 = 1`` wherever the low-resolution images are non-zero (0 elsewhere).
-    Along an axis whose calibration covers at most half of k-space, the maps within ``ceil(n / calibration)``
-    voxels of either edge of the field of view are extrapolated linearly from the next as many voxels inwards
-    where the opposite edge holds signal (:func:`_extrapolate_edges`): there the circular low-pass mixes in the
-    opposite edge, which is wrong when the object reaches the edges (a tight phase-encode field of view) and
-    made reconstructions 5 dB worse (``benchmarks/recon_fov.py``).
+    ``"espirit"`` (default): ESPIRiT maps (:func:`neurodiff.mri.espirit.espirit_maps`, from at most 32 x 32 of the
+    centre), cropped to 0 where the operator's eigenvalue is below :data:`ESPIRIT_CROP` (outside the object), with
+    the per-voxel phase of the low-resolution maps below, so that the coil combination keeps the phase it had with
+    them. On the 12-coil simulation of ``benchmarks/recon_multicoil.py`` (noise 1e-4) they raised BART ``pics``
+    from 39.1 to 44.3 dB and neurodiff from 36.9 to 40.7 dB. A calibration centre narrower than
+    ``ESPIRIT_KERNEL + 2`` lines falls back to ``"lowres"``.
+
+    ``"lowres"``: low-resolution coil images are reconstructed from the Hann-windowed calibration region and
+    divided by their root-sum-of-squares, so ``sum_c |S_c|^2 = 1`` wherever the low-resolution images are non-zero
+    (0 elsewhere). Along an axis whose calibration covers at most half of k-space, the maps within
+    ``ceil(n / calibration)`` voxels of either edge of the field of view are extrapolated linearly from the next
+    as many voxels inwards where the opposite edge holds signal (:func:`_extrapolate_edges`): there the circular
+    low-pass mixes in the opposite edge, which is wrong when the object reaches the edges (a tight phase-encode
+    field of view) and made reconstructions 5 dB worse (``benchmarks/recon_fov.py``).
 
     Parameters
     ----------
@@ -113,13 +128,17 @@ def estimate_sensitivities(kspace: torch.Tensor, calib: int | None = None) -> to
     calib : int or None
         Side of the central square calibration region (clipped to ``H`` and ``W``). None: the largest fully
         sampled rectangle centred on DC, found from the non-zero pattern of ``kspace``.
+    method : {"espirit", "lowres"}
 
     Returns
     -------
     Tensor, shape (C, H, W), complex
+        ``sum_c |S_c|^2`` is 1 inside the object, 0 where the maps are cropped.
     """
     if kspace.ndim != 3:
         raise InputError(f"kspace must have shape (C, H, W), got {tuple(kspace.shape)}")
+    if method not in ("espirit", "lowres"):
+        raise InputError(f"method must be 'espirit' or 'lowres', got {method!r}")
     h, w = kspace.shape[-2:]
     if calib is None:
         ch, cw = calibration_size(mask_from_kspace(kspace))
@@ -127,6 +146,26 @@ def estimate_sensitivities(kspace: torch.Tensor, calib: int | None = None) -> to
         ch, cw = min(calib, h), min(calib, w)
     else:
         raise InputError(f"calib must be >= 2 k-space lines, got {calib}")
+    lowres, energy = _lowres_maps(kspace, ch, cw)
+    if method == "lowres" or min(ch, cw) < ESPIRIT_KERNEL + 2:
+        return lowres
+    ch, cw = min(ch, 32), min(cw, 32)
+    centre = kspace[:, h // 2 - ch // 2 : h // 2 - ch // 2 + ch, w // 2 - cw // 2 : w // 2 - cw // 2 + cw]
+    maps, (first, second) = (v.to(kspace.device) for v in espirit_maps(centre, (h, w), ESPIRIT_KERNEL))
+    maps = maps * torch.exp(-1j * torch.angle((lowres.conj() * maps).sum(0)))
+    # One map is determined where one eigenvalue stands out; where a second one is large too (an object reaching
+    # both edges of the field of view, or so few coils that the calibration has hardly a null space) and where
+    # the first drops inside the object, the low-resolution maps take over; outside the object the maps are 0
+    single = (first >= ESPIRIT_CROP) & (second <= ESPIRIT_SECOND)
+    inside = energy >= ESPIRIT_SUPPORT**2 * energy.max()
+    out = torch.where(single, maps, torch.where(inside | (first >= ESPIRIT_CROP), lowres, 0))
+    return out.to(kspace.dtype)
+
+
+def _lowres_maps(kspace: torch.Tensor, ch: int, cw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``"lowres"`` maps ``(C, H, W)`` of :func:`estimate_sensitivities` from a ``ch x cw`` calibration centre,
+    and the low-resolution coil images' energy ``rss^2`` ``(H, W)``."""
+    h, w = kspace.shape[-2:]
     window = torch.zeros(h, w, dtype=torch.float32)
     window[h // 2 - ch // 2 : h // 2 - ch // 2 + ch, w // 2 - cw // 2 : w // 2 - cw // 2 + cw] = torch.outer(
         torch.hann_window(ch + 2, periodic=False)[1:-1], torch.hann_window(cw + 2, periodic=False)[1:-1]
@@ -136,7 +175,7 @@ def estimate_sensitivities(kspace: torch.Tensor, calib: int | None = None) -> to
     for axis, c, n in ((-2, ch, h), (-1, cw, w)):
         if 2 * c <= n:
             maps = _normalised(_extrapolate_edges(maps, energy, axis, -(-n // c)))
-    return maps
+    return maps, energy
 
 
 def _normalised(maps: torch.Tensor) -> torch.Tensor:

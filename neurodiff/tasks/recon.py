@@ -46,9 +46,10 @@ DEFAULT_MODEL = "recon-t1-flair-tiny"
 RECON_TASKS = ("recon", "recon-prior")
 KSPACE_EXTENSIONS = (".dat", ".h5", ".hdf5", ".cfl", ".hdr")
 Progress = Callable[[int, int], None]  # (done, total) network evaluations
-# Multi-coil data consistency: CG iterations per sampling step, and the relative error of x0-hat that sets the
-# noise-adaptive damping (chosen on the twix phantom and simulated multi-coil brains; docs/recon.md).
-MULTICOIL_CG_STEPS, MULTICOIL_REL_ERROR = 5, 0.15
+# Multi-coil data consistency: CG iterations per sampling step and on the finished samples, and the relative error
+# of x0-hat that sets the noise-adaptive damping (chosen on the twix phantom and simulated multi-coil brains;
+# docs/recon.md).
+MULTICOIL_CG_STEPS, MULTICOIL_FINAL_CG_STEPS, MULTICOIL_REL_ERROR = 5, 30, 0.15
 
 
 @dataclass
@@ -290,7 +291,7 @@ def _kspace_problem(
         zf, group = ifft2c(data[:, 0]), None
         combine = lambda k: ifft2c(k[:, 0])  # noqa: E731
 
-        def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y ([N,] S, 1, H, W)
+        def fit(z: torch.Tensor, y: torch.Tensor, a: int, steps: int) -> torch.Tensor:  # y ([N,] S, 1, H, W); no steps
             return soft_project(z, y[..., 0, :, :], mt, dc_weight)
 
         if full is not None:
@@ -303,8 +304,8 @@ def _kspace_problem(
 
         damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR, v) for d, v in zip(data, noise_var)]
 
-        def fit(z: torch.Tensor, y: torch.Tensor, a: int) -> torch.Tensor:  # y ([N,] 1, C, H, W)
-            return multicoil_project(z, y, mt, sens[a], MULTICOIL_CG_STEPS, damping[a])
+        def fit(z: torch.Tensor, y: torch.Tensor, a: int, steps: int) -> torch.Tensor:  # y ([N,] 1, C, H, W)
+            return multicoil_project(z, y, mt, sens[a], steps, damping[a])
 
         if full is not None:
             ones = torch.ones(hw, dtype=torch.bool)
@@ -317,14 +318,15 @@ def _kspace_problem(
     sigma = torch.tensor(noise_std)[:, None, None, None]  # (S, 1, 1, 1)
 
     def project_for(a: int, b: int) -> Projection:
-        return lambda z: fit(z, data[a:b].to(z.device), a)
+        return lambda z: fit(z, data[a:b].to(z.device), a, MULTICOIL_CG_STEPS)
 
     def final_for(a: int, b: int) -> Projection:  # each sample fits its own noisy copy of the data
         gens: dict[torch.device, torch.Generator] = {}
 
         def project(z: torch.Tensor) -> torch.Tensor:  # z (N, b - a, H, W)
             g = gens.setdefault(z.device, torch.Generator(device=z.device).manual_seed(seed + a))
-            return fit(z, noisy_copies(data[a:b].to(z.device), mt, sigma[a:b].to(z.device), z.shape[0], g), a)
+            noisy = noisy_copies(data[a:b].to(z.device), mt, sigma[a:b].to(z.device), z.shape[0], g)
+            return fit(z, noisy, a, MULTICOIL_FINAL_CG_STEPS)
 
         return project
 
