@@ -98,3 +98,20 @@ def test_raw_multi_echo_kspace(tmp_path, multi_echo_twix, untrained_recon_model)
     assert table["scan"].tolist() == ["me", "me"] and table["echo"].tolist() == [1, 2]
     assert np.isfinite(table["psnr"]).all()
     assert not (tmp_path / "results" / "anomaly_scores.tsv").exists()  # no image to score
+
+
+def test_dry_run_takes_every_input_extension(tmp_path):
+    """Uncompressed NIfTI, ``.hdf5`` and upper-case raw extensions are scans too; a BART ``.hdr`` is not a scan
+    of its own."""
+    import h5py
+    import nibabel as nib
+
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    nib.save(nib.load(EXAMPLE), in_dir / "sub-01_T1w.nii")
+    with h5py.File(in_dir / "knee.HDF5", "w") as f:  # fastMRI layout: (slices, coils, ky, kx)
+        f["kspace"] = np.ones((1, 2, 16, 16), np.complex64)
+    proc = snakemake("-n", "--cores", "1", "--config", f"input_dir={in_dir}", cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "sub-01_desc-recon_T1w.nii.gz" in log and "knee_desc-recon.nii.gz" in log
+    assert "sub-01_desc-anomaly_T1w.nii.gz" in log and "knee_desc-anomaly" not in log
