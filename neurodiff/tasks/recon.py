@@ -166,6 +166,15 @@ def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int, layout: str 
     return data.astype(bool), []
 
 
+def _mask_for(hw: tuple[int, int], mask_file: Path | None, slice_axis: int, layout: str, accel: float | None,
+              center_fraction: float, mask_type: str, pe_axis: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """The retrospective ``(H, W)`` mask and notes: the ``--mask`` file (:func:`_load_mask`), else one drawn by
+    :func:`~neurodiff.mri.masks.sampling_mask`."""
+    if mask_file is not None:
+        return _load_mask(mask_file, hw, slice_axis, layout)
+    return sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed), []
+
+
 @dataclass
 class _Problem:
     """A reconstruction problem in (S, H, W) slice order."""
@@ -208,8 +217,7 @@ def _image_problem(
     if not np.any(data):
         raise InputError("the input image is all zero: there is nothing to reconstruct")
     hw = tuple(np.delete(data.shape, slice_axis))
-    mask, notes = (_load_mask(mask_file, hw, slice_axis, mask_layout) if mask_file is not None
-                   else (sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed), []))
+    mask, notes = _mask_for(hw, mask_file, slice_axis, mask_layout, accel, center_fraction, mask_type, pe_axis, seed)
     info: dict = {"slice_range": [sl.start, sl.stop]}
     if notes:
         info["mask_notes"] = notes
@@ -277,8 +285,7 @@ def _kspace_problem(
         if not is_full_block(measured):
             raise InputError("the k-space is already undersampled: drop --accel/--mask to use its own sampling")
         full = data  # (zero-padded edges or partial Fourier stay unsampled)
-        drawn, mask_notes = (_load_mask(mask_file, hw, 2, mask_layout) if mask_file is not None else
-                             (sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed), []))
+        drawn, mask_notes = _mask_for(hw, mask_file, 2, mask_layout, accel, center_fraction, mask_type, pe_axis, seed)
         mask = measured & drawn
         data = data * torch.from_numpy(mask)
     pf = partial_fourier_axis(measured if mask_file is None else mask)  # (drawn masks are never one-sided)
