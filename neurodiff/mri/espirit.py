@@ -57,16 +57,17 @@ def espirit_maps(
     v = vh[: int((s >= threshold * s[0]).sum())]  # (n, C k k): rows span the signal subspace
     p = (v.conj().T @ v).reshape(c, kernel, kernel, c, kernel, kernel)  # projection onto it
     # The operator at voxel r: (1 / k^2) sum_{p, q} P[:, p, :, q] exp(-2 pi i (p - q) . r), gathered by lag p - q
-    lags = torch.zeros(c, c, 2 * kernel - 1, 2 * kernel - 1, dtype=p.dtype)
+    lags = torch.zeros(c, c, 2 * kernel - 1, 2 * kernel - 1, dtype=p.dtype, device=p.device)
     for py, qy in itertools.product(range(kernel), repeat=2):
         for dx in range(-(kernel - 1), kernel):  # the entries with px - qx = dx
             lags[:, :, py - qy + kernel - 1, dx + kernel - 1] += p[:, py, :, :, qy, :].diagonal(-dx, 1, 3).sum(-1)
-    d = torch.arange(-(kernel - 1), kernel, dtype=torch.float64)
-    ey, ex = (torch.exp(-2j * math.pi * torch.outer(torch.arange(n, dtype=torch.float64) - n // 2, d) / n)
+    dev = calibration.device
+    d = torch.arange(-(kernel - 1), kernel, dtype=torch.float64, device=dev)
+    ey, ex = (torch.exp(-2j * math.pi * torch.outer(torch.arange(n, dtype=torch.float64, device=dev) - n // 2, d) / n)
               for n in (shape[0], shape[1]))
     half = torch.einsum("abyx,jx->abyj", lags, ex.to(lags.dtype)) / kernel**2  # (C, C, 2k - 1, W)
-    maps = torch.empty((shape[0], shape[1], c), dtype=torch.complex64)
-    eig = torch.empty((2, *shape), dtype=torch.float32)
+    maps = torch.empty((shape[0], shape[1], c), dtype=torch.complex64, device=dev)
+    eig = torch.empty((2, *shape), dtype=torch.float32, device=dev)
     for r0 in range(0, shape[0], rows):
         op = torch.einsum("abyj,iy->ijab", half, ey[r0 : r0 + rows].to(half.dtype)).to(torch.complex64)
         values, vectors = torch.linalg.eigh(op)
