@@ -304,7 +304,8 @@ def _kspace_problem(
         if full is not None:
             reference = ifft2c(full[:, 0]).abs().numpy()
     else:
-        sens = [estimate_sensitivities(d) for d in data]  # from each slice's calibration centre
+        # from each slice's calibration centre, ESPIRiT's subspace above the noise
+        sens = [estimate_sensitivities(d, noise_std=v**0.5) for d, v in zip(data, noise_var)]
         combine = lambda k: torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, k)])  # noqa: E731
         zf = combine(data)
         group = 1  # one slice per batch: each has its own sensitivities

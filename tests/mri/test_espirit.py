@@ -61,9 +61,38 @@ def test_estimate_sensitivities_falls_back_on_a_narrow_calibration():
     torch.testing.assert_close(estimate_sensitivities(k * mask), estimate_sensitivities(k * mask, method="lowres"))
 
 
+def test_noise_floor_keeps_the_signal_subspace_clean():
+    # image SNR 5: with the 2% cut alone the calibration's noise directions make the second eigenvalue large
+    # everywhere (no voxel has a determined map); above the noise floor the subspace is the coils' again
+    image, sens, _ = _sharp_phantom()
+    std = float(image.abs()[image.abs() > 0].mean()) / 5
+    k = fft2c(sens * image) + std * torch.randn((4, H, W), generator=torch.Generator().manual_seed(0),
+                                                 dtype=torch.complex64)
+    centre = k[:, H // 2 - 8 : H // 2 + 8, W // 2 - 8 : W // 2 + 8]
+    inside = image.abs() > 0
+    determined = {}
+    for noise_std in (0.0, std):
+        maps, (first, second) = espirit_maps(centre, (H, W), noise_std=noise_std)
+        determined[noise_std] = float(((first >= 0.95) & (second <= 0.5))[inside].float().mean())
+    assert determined[0.0] < 0.1 and determined[std] > 0.95
+    agree = (maps.conj() * sens).sum(0).abs()[inside]
+    assert agree.quantile(0.01) > 0.99
+
+
+def test_dark_cavity_inside_the_object_keeps_its_maps():
+    image, sens, r2 = _sharp_phantom()
+    image = torch.where(r2 < 0.5, 0, image)  # an empty cavity of 70% of the object's width
+    est = estimate_sensitivities(fft2c(sens * image), calib=16)
+    torch.testing.assert_close(rss(est)[r2 < 1], torch.ones(int((r2 < 1).sum())), rtol=0, atol=1e-4)
+
+
 def test_espirit_validation():
     k = torch.ones(2, 5, 5, dtype=torch.complex64)
     with pytest.raises(InputError, match="at least 6 x 6"):
         espirit_maps(k, (16, 16))
+    with pytest.raises(InputError, match="2 coils"):
+        espirit_maps(torch.ones(1, 8, 8, dtype=torch.complex64), (16, 16))
+    one = fft2c(_sharp_phantom()[0])[None]  # one coil: the low-resolution maps (all ones inside)
+    torch.testing.assert_close(estimate_sensitivities(one), estimate_sensitivities(one, method="lowres"))
     with pytest.raises(InputError, match="method"):
         estimate_sensitivities(torch.ones(2, 16, 16, dtype=torch.complex64), method="walsh")
