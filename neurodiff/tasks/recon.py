@@ -311,9 +311,11 @@ def _kspace_problem(
         group = 1  # one slice per batch: each has its own sensitivities
 
         damping = [snr_damping(d, mask, MULTICOIL_REL_ERROR, v) for d, v in zip(data, noise_var)]
+        # where ESPIRiT cropped the maps (outside the object) no coil sees anything: the image is 0 there
+        inside = [s.abs().sum(0) > 0 for s in sens]
 
         def fit(z: torch.Tensor, y: torch.Tensor, a: int, steps: int) -> torch.Tensor:  # y ([N,] 1, C, H, W)
-            return multicoil_project(z, y, mt, sens[a], steps, damping[a])
+            return multicoil_project(z, y, mt, sens[a], steps, damping[a]) * inside[a].to(z.device)
 
         if full is not None:
             ones = torch.ones(hw, dtype=torch.bool)
@@ -353,6 +355,7 @@ def _kspace_problem(
         info["geometry"] = "unknown (the file has no header): 1 mm voxels assumed, readout oversampling kept"
     if c > 1:
         info["multicoil_damping"] = [round(d, 5) for d in damping]
+        info["coil_maps_outside_object"] = [round(1 - float(m.float().mean()), 4) for m in inside]
         info["coil_noise"] = whitening
     if pf is not None:
         phase = combine(data * _window(mask, pf)).angle()
