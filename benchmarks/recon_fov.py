@@ -84,7 +84,7 @@ def case(volume: np.ndarray, test: list[int], tune: int, geometry: str, level: f
     write_cfl(path, k, force=True)
     res = reconstruct(path, samples=8, steps=20, seed=0, device="auto", **mask_kw)
     true_maps = torch.from_numpy(maps)
-    with mock.patch("neurodiff.tasks.recon.estimate_sensitivities", side_effect=lambda d: true_maps):
+    with mock.patch("neurodiff.tasks.recon.estimate_sensitivities", side_effect=lambda d, **kw: true_maps):
         oracle = reconstruct(path, samples=8, steps=20, seed=0, device="auto", **mask_kw)
     mask = res.mask[:, :, 0].astype(bool)
     measured = read_kspace(path).data * mask
