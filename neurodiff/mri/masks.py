@@ -88,6 +88,12 @@ def sampling_mask(
     return mask
 
 
+def centred_block(shape: tuple[int, int], size: tuple[int, int]) -> tuple[slice, slice]:
+    """Index of the ``size`` rectangle of centred k-space ``shape`` centred on DC ``(H // 2, W // 2)`` (as a
+    calibration centre is)."""
+    return tuple(slice(n // 2 - c // 2, n // 2 - c // 2 + c) for n, c in zip(shape, size))
+
+
 def _centre(n: int, n_low: int) -> np.ndarray:
     """Boolean vector of length ``n``, True on the ``n_low`` entries centred on the DC index ``n // 2``."""
     lines = np.zeros(n, dtype=bool)
@@ -314,7 +320,7 @@ def calibration_size(mask: np.ndarray) -> tuple[int, int]:
         return 2 * min(c - lo, hi - c) + 1 if line[c] else 0
 
     ch, cw = run(mask[:, cx], cy), run(mask[cy, :], cx)
-    while ch > 1 and cw > 1 and not mask[cy - ch // 2 : cy - ch // 2 + ch, cx - cw // 2 : cx - cw // 2 + cw].all():
+    while ch > 1 and cw > 1 and not mask[centred_block((h, w), (ch, cw))].all():
         ch, cw = (ch - 2, cw) if ch >= cw else (ch, cw - 2)
     if min(ch, cw) < 2:
         raise InputError("k-space has no fully sampled calibration centre; pass calib explicitly")
