@@ -125,6 +125,43 @@ def multicoil_project(
     return x + torch.fft.fftshift(d, dim=(-2, -1))
 
 
+def noise_misfit(
+    x: torch.Tensor, y: torch.Tensor, mask: np.ndarray | torch.Tensor, sens: torch.Tensor, noise_variance: float
+) -> float:
+    """How far image estimates are from explaining measured multi-coil data, in units of the noise:
+    ``||M F S x - y||^2 / (sigma^2 n)`` over all estimates, with ``n`` their number times the measured samples of all
+    coils.
+
+    About 1 when ``x`` explains ``y`` up to its noise, below 1 when ``x`` has been fitted into the noise, and above
+    1 by what the estimate, or the sensitivities, leave unexplained (a multiple of the noise variance).
+
+    Parameters
+    ----------
+    x : Tensor, shape (..., H, W), complex
+        Image estimates.
+    y : Tensor, shape (C, H, W), complex
+        Measured centred multi-coil k-space (the same for all estimates).
+    mask : ndarray or Tensor, shape (H, W)
+        Binary sampling mask.
+    sens : Tensor, shape (C, H, W), complex
+        Coil sensitivities.
+    noise_variance : float
+        ``sigma^2`` of one complex k-space sample (:func:`kspace_noise_variance`).
+
+    Returns
+    -------
+    float
+        The ratio; 1.0 when ``noise_variance`` is 0 (noise-free data: nothing to compare with).
+    """
+    if noise_variance <= 0:
+        return 1.0
+    op = MultiCoil(mask, sens)
+    m = op.mask.to(x.device)
+    residual = op.A(x) - m * y.to(x.device)
+    n = float(m.sum()) * sens.shape[0] * (x.numel() // (x.shape[-2] * x.shape[-1]))
+    return float((residual.abs() ** 2).sum()) / (noise_variance * n)
+
+
 def phase_constrained(project: Projection, phase: torch.Tensor) -> Projection:
     """Data consistency with a phase constraint, for partial Fourier: the estimate's magnitude takes ``phase``
     (a low-resolution phase map from the symmetric centre of k-space) before ``project`` puts the measured data

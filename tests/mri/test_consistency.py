@@ -6,7 +6,7 @@ import torch
 
 from neurodiff.errors import InputError
 from neurodiff.mri.consistency import (
-    hard_project, kspace_noise_variance, multicoil_project, noisy_copies, phase_constrained, snr_damping,
+    hard_project, kspace_noise_variance, multicoil_project, noise_misfit, noisy_copies, phase_constrained, snr_damping,
     soft_project,
 )
 from neurodiff.mri.fft import fft2c, ifft2c
@@ -67,6 +67,21 @@ def test_multicoil_projection():
         multicoil_project(x, y, mask, sens, steps=-1)
     with pytest.raises(InputError):
         multicoil_project(x, y, mask, sens, damping=-1.0)
+
+
+def test_noise_misfit_measures_the_unexplained_data_in_units_of_the_noise():
+    sens = _rand((4, H, W), 3)
+    sens = sens / rss(sens)
+    truth, mask, sigma = _rand((H, W), 4), sampling_mask((H, W), 2, 0.1, seed=1), 0.05
+    op = MultiCoil(mask, sens)
+    y = op.A(truth) + sigma * _rand((4, H, W), 5) * torch.from_numpy(mask)  # E|noise|^2 = sigma^2
+    samples = torch.stack([truth, truth])[:, None]  # (N, 1, H, W), as the finished posterior samples
+    assert noise_misfit(samples, y, mask, sens, sigma**2) == pytest.approx(1.0, abs=0.1)
+    # data that hold as much again as the noise which the estimate cannot explain: twice the noise variance
+    unexplained = y + sigma * _rand((4, H, W), 6) * torch.from_numpy(mask)
+    assert noise_misfit(samples, unexplained, mask, sens, sigma**2) == pytest.approx(2.0, abs=0.2)
+    assert noise_misfit(torch.zeros_like(truth), y, mask, sens, sigma**2) > 50  # the signal: ~1 / (4 sigma^2)
+    assert noise_misfit(torch.zeros_like(truth), y, mask, sens, 0.0) == 1.0  # noise-free: nothing to compare with
 
 
 def test_snr_damping_reads_the_noise_from_kspace_corners():
