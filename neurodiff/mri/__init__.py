@@ -1,7 +1,8 @@
 """MRI physics: centred orthonormal FFT, sampling masks, k-space operators, data consistency, raw k-space readers."""
 
 from neurodiff.mri.consistency import (
-    hard_project, kspace_noise_variance, multicoil_project, noise_misfit, noisy_copies, snr_damping, soft_project,
+    hard_project, kspace_noise_variance, misfit_damping_factor, multicoil_project, noise_misfit, noisy_copies,
+    snr_damping, soft_project,
 )
 from neurodiff.mri.fft import channels_to_complex, complex_to_channels, fft2c, ifft2c
 from neurodiff.mri.masks import check_mask, mask_from_kspace, sampling_mask
@@ -22,6 +23,7 @@ __all__ = [
     "kspace_echoes",
     "kspace_noise_variance",
     "mask_from_kspace",
+    "misfit_damping_factor",
     "multicoil_project",
     "noise_misfit",
     "noisy_copies",

@@ -139,8 +139,8 @@ def noise_misfit(
     ----------
     x : Tensor, shape (..., H, W), complex
         Image estimates.
-    y : Tensor, shape (C, H, W), complex
-        Measured centred multi-coil k-space (the same for all estimates).
+    y : Tensor, shape (C, H, W) or broadcastable to (..., C, H, W), complex
+        Measured centred multi-coil k-space.
     mask : ndarray or Tensor, shape (H, W)
         Binary sampling mask.
     sens : Tensor, shape (C, H, W), complex
@@ -151,15 +151,36 @@ def noise_misfit(
     Returns
     -------
     float
-        The ratio; 1.0 when ``noise_variance`` is 0 (noise-free data: nothing to compare with).
+        The ratio; 1.0 when ``noise_variance <= 0`` (noise-free data: nothing to compare with).
     """
     if noise_variance <= 0:
         return 1.0
     op = MultiCoil(mask, sens)
     m = op.mask.to(x.device)
     residual = op.A(x) - m * y.to(x.device)
-    n = float(m.sum()) * sens.shape[0] * (x.numel() // (x.shape[-2] * x.shape[-1]))
+    n = float(m.sum()) * sens.shape[0] * math.prod(x.shape[:-2])
     return float((residual.abs() ** 2).sum()) / (noise_variance * n)
+
+
+def misfit_damping_factor(misfit: float) -> float:
+    """Multiplier of a final fit's damping from the estimates' :func:`noise_misfit` ``m``: ``m`` above 1 (data that
+    the estimates, or the sensitivities, cannot explain are not fitted into), ``1 / m^2`` below 1 (estimates that
+    already fit the data closer than its noise are held back); 1 for a non-finite ``m``.
+
+    Parameters
+    ----------
+    misfit : float
+        ``m >= 0``, floored at 1e-3.
+
+    Returns
+    -------
+    float
+        ``max(m, m^-2) >= 1``.
+    """
+    if not math.isfinite(misfit):
+        return 1.0
+    m = max(misfit, 1e-3)
+    return max(m, m**-2)
 
 
 def phase_constrained(project: Projection, phase: torch.Tensor) -> Projection:

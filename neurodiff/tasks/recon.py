@@ -25,8 +25,8 @@ from ..io import ImageRecord, load_image, negative_offset
 from ..io.bids import split_extension
 from ..mri import (
     MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_echoes, kspace_noise_variance,
-    mask_from_kspace, multicoil_project, noise_misfit, noisy_copies, read_kspace, sampling_mask, snr_damping,
-    soft_project,
+    mask_from_kspace, misfit_damping_factor, multicoil_project, noise_misfit, noisy_copies, read_kspace,
+    sampling_mask, snr_damping, soft_project,
 )
 from ..mri.consistency import phase_constrained
 from ..mri.masks import (
@@ -48,10 +48,10 @@ RECON_TASKS = ("recon", "recon-prior")
 KSPACE_EXTENSIONS = (".dat", ".h5", ".hdf5", ".cfl", ".hdr")
 Progress = Callable[[int, int], None]  # (done, total) network evaluations
 # Multi-coil data consistency: CG iterations per sampling step and the relative error of x0-hat that sets the
-# noise-adaptive damping; the same for the finished samples, fitted further, their damping multiplied by what
-# they leave of the data unexplained in units of the noise (noise_misfit, at least 1: maps or masks that cannot
-# explain the data are not fitted into). Chosen on the twix phantom and simulated multi-coil brains
-# (docs/recon.md, "ESPIRiT sensitivities").
+# noise-adaptive damping; the same for the finished samples, fitted further, their damping multiplied by
+# misfit_damping_factor of what they leave of the data unexplained in units of the noise (noise_misfit). Chosen on
+# the twix phantom and simulated multi-coil brains (benchmarks/recon_final_fit.py; docs/recon.md, "How hard to fit
+# the finished samples").
 MULTICOIL_CG_STEPS, MULTICOIL_REL_ERROR = 5, 0.15
 MULTICOIL_FINAL_CG_STEPS, MULTICOIL_FINAL_REL_ERROR = 30, 0.1
 
@@ -319,14 +319,16 @@ def _kspace_problem(
         # where ESPIRiT cropped the maps (outside the object) no coil sees anything: the image is 0 there
         inside = [s.abs().sum(0) > 0 for s in sens]
 
-        misfit: list[float | None] = [None] * len(data)  # of each slice's finished samples, before their fit
+        # each slice's finished samples' noise misfit, from the first batch of them (None: noise-free data)
+        misfit: list[float | None] = [None] * len(data)
 
         def fit(z: torch.Tensor, y: torch.Tensor, a: int, final: bool) -> torch.Tensor:  # y ([N,] 1, C, H, W)
             steps, lam = MULTICOIL_CG_STEPS, damping[a]
-            if final:  # (the unexplained part counts as noise: see MULTICOIL_FINAL_REL_ERROR)
-                if misfit[a] is None:  # (from the first batch of the slice's samples, for all of them)
-                    misfit[a] = round(noise_misfit(z, data[a], mt, sens[a], noise_var[a]), 3)
-                steps, lam = MULTICOIL_FINAL_CG_STEPS, final_damping[a] * max(misfit[a], 1.0)
+            if final:  # (see MULTICOIL_FINAL_REL_ERROR)
+                if misfit[a] is None and noise_var[a] > 0:
+                    misfit[a] = float(f"{noise_misfit(z, data[a], mt, sens[a], noise_var[a]):.4g}")
+                factor = 1.0 if misfit[a] is None else misfit_damping_factor(misfit[a])
+                steps, lam = MULTICOIL_FINAL_CG_STEPS, final_damping[a] * factor
             return multicoil_project(z, y, mt, sens[a], steps, lam) * inside[a].to(z.device)
 
         if full is not None:
@@ -367,7 +369,8 @@ def _kspace_problem(
         info["geometry"] = "unknown (the file has no header): 1 mm voxels assumed, readout oversampling kept"
     if c > 1:
         info["multicoil_damping"] = [round(d, 5) for d in damping]
-        info["multicoil_final_misfit"] = misfit  # (filled in as the slices finish)
+        if not fully_sampled:  # (filled in as the slices finish)
+            info["multicoil_final_misfit"] = misfit
         info["coil_maps_outside_object"] = [round(1 - float(m.float().mean()), 4) for m in inside]
         info["coil_noise"] = whitening
     if pf is not None:

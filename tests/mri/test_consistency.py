@@ -6,8 +6,8 @@ import torch
 
 from neurodiff.errors import InputError
 from neurodiff.mri.consistency import (
-    hard_project, kspace_noise_variance, multicoil_project, noise_misfit, noisy_copies, phase_constrained, snr_damping,
-    soft_project,
+    hard_project, kspace_noise_variance, misfit_damping_factor, multicoil_project, noise_misfit, noisy_copies,
+    phase_constrained, snr_damping, soft_project,
 )
 from neurodiff.mri.fft import fft2c, ifft2c
 from neurodiff.mri.masks import sampling_mask, symmetric_centre_window
@@ -82,6 +82,13 @@ def test_noise_misfit_measures_the_unexplained_data_in_units_of_the_noise():
     assert noise_misfit(samples, unexplained, mask, sens, sigma**2) == pytest.approx(2.0, abs=0.2)
     assert noise_misfit(torch.zeros_like(truth), y, mask, sens, sigma**2) > 50  # the signal: ~1 / (4 sigma^2)
     assert noise_misfit(torch.zeros_like(truth), y, mask, sens, 0.0) == 1.0  # noise-free: nothing to compare with
+
+
+def test_misfit_damping_factor_holds_back_both_unexplainable_and_overfitted_data():
+    assert misfit_damping_factor(1.0) == 1.0
+    assert misfit_damping_factor(4.0) == 4.0  # 4x the noise unexplained: damped 4x
+    assert misfit_damping_factor(0.5) == 4.0  # fitted to half the noise already: damped 4x
+    assert misfit_damping_factor(0.0) == 1e6 and misfit_damping_factor(math.nan) == 1.0
 
 
 def test_snr_damping_reads_the_noise_from_kspace_corners():

@@ -89,6 +89,10 @@ def test_twix_multicoil_kspace(untrained_recon_model):
     # ESPIRiT crops the maps outside the phantom: no coil sees anything there, and the reconstruction is 0
     outside = res.params["coil_maps_outside_object"][0]
     assert 0.01 < outside < 0.5 and (res.recon == 0).mean() == pytest.approx(outside, abs=1e-4)
+    # the finished samples' misfit (residual / noise variance) sets their final damping: the sampling steps' data
+    # consistency has fitted even an untrained model's samples to about the noise
+    (misfit,) = res.params["multicoil_final_misfit"]
+    assert 0.3 < misfit < 3
     # the noise a fully sampled scan would carry in the unmeasured half of k-space is part of the uncertainty
     sigma, f = res.params["kspace_noise_std"][0], res.params["sampled_fraction"]
     floor = sigma * np.sqrt((1 - f) / 2)
