@@ -326,7 +326,7 @@ def _kspace_problem(
             steps, lam = MULTICOIL_CG_STEPS, damping[a]
             if final:  # (see MULTICOIL_FINAL_REL_ERROR)
                 if misfit[a] is None and noise_var[a] > 0:
-                    misfit[a] = float(f"{noise_misfit(z, data[a], mt, sens[a], noise_var[a]):.4g}")
+                    (misfit[a],) = _rounded([noise_misfit(z, data[a], mt, sens[a], noise_var[a])])
                 factor = 1.0 if misfit[a] is None else misfit_damping_factor(misfit[a])
                 steps, lam = MULTICOIL_FINAL_CG_STEPS, final_damping[a] * factor
             return multicoil_project(z, y, mt, sens[a], steps, lam) * inside[a].to(z.device)
