@@ -158,6 +158,9 @@ def recon(
     echo: Optional[str] = typer.Option(None, help="Echo of multi-echo raw k-space (twix, ISMRMRD contrasts) to "
                                        "reconstruct, 1 = the first, or all (each in turn); outputs are named "
                                        "echo-N."),
+    virtual_coils: Optional[int] = typer.Option(None, help="Compress multi-coil k-space to this many virtual coils "
+                                                "(principal components, after prewhitening) [default: those whose "
+                                                "signal stands above the noise]; the coil count keeps every coil."),
     samples: int = typer.Option(8, help="Posterior samples (drawn as one batch); their spread is the uncertainty."),
     steps: int = typer.Option(20, help="Sampler steps per sample."),
     eta: float = typer.Option(1.0, help="Sampler stochasticity (1 = ancestral, keeps the posterior spread)."),
@@ -202,8 +205,8 @@ def recon(
                 res = reconstruct(
                     input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
                     center_fraction=center_fraction, mask=mask, mask_layout=mask_layout.value, pe_axis=pe_axis,
-                    slice_axis=slice_axis, slices=slices, echo=e, samples=samples, steps=steps, eta=eta,
-                    dc_weight=dc_weight, model=model, device=device.value, seed=seed, save_samples=save_samples,
+                    slice_axis=slice_axis, slices=slices, echo=e, virtual_coils=virtual_coils, samples=samples,
+                    steps=steps, eta=eta, dc_weight=dc_weight, model=model, device=device.value, seed=seed, save_samples=save_samples,
                     progress=update,
                 )
             write(res, input, paths[e], outputs.tmp)

@@ -1,5 +1,6 @@
 """MRI physics: centred orthonormal FFT, sampling masks, k-space operators, data consistency, raw k-space readers."""
 
+from neurodiff.mri.compression import compress_coils
 from neurodiff.mri.consistency import (
     hard_project, kspace_noise_variance, misfit_damping_factor, multicoil_project, noise_misfit, noisy_copies,
     snr_damping, soft_project,
@@ -16,6 +17,7 @@ __all__ = [
     "channels_to_complex",
     "check_mask",
     "complex_to_channels",
+    "compress_coils",
     "estimate_sensitivities",
     "fft2c",
     "hard_project",

@@ -37,6 +37,7 @@ from ..mri.posterior import (
     Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, kspace_share_noise_std,
     measured_kspace_std, sample_posterior_slices, sample_views,
 )
+from ..mri.compression import compress_coils
 from ..mri.whitening import prewhiten
 from ..nets import divisor
 from ..weights import Model, load_model
@@ -278,8 +279,10 @@ def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
 def _kspace_problem(
     path: Path, mask_file: Path | None, accel: float | None, mask_type: str, center_fraction: float, pe_axis: int,
     seed: int, slices: str | None, dc_weight: float, echo: int | None = None, mask_layout: str = "auto",
+    virtual_coils: int | None = None,
 ) -> _Problem:
     ks, whitening = prewhiten(read_kspace(path, echo))
+    ks, compression = compress_coils(ks, virtual_coils)
     sl = parse_slices(slices, ks.data.shape[0])
     data = torch.from_numpy(ks.data[sl])  # (S, C, H, W)
     hw = tuple(data.shape[-2:])
@@ -373,6 +376,8 @@ def _kspace_problem(
             info["multicoil_final_misfit"] = misfit
         info["coil_maps_outside_object"] = [round(1 - float(m.float().mean()), 4) for m in inside]
         info["coil_noise"] = whitening
+    if compression["coils"] > 1:
+        info["coil_compression"] = compression
     if pf is not None:
         phase = combine(data * _window(mask, pf)).angle()
         project_for, final_for = (_phase_constrained_for(p, phase) for p in (project_for, final_for))
@@ -398,6 +403,7 @@ def reconstruct(
     slice_axis: int = 2,
     slices: str | None = None,
     echo: int | None = None,
+    virtual_coils: int | None = None,
     samples: int = 8,
     steps: int = 20,
     eta: float = 1.0,
@@ -437,6 +443,10 @@ def reconstruct(
         ``"A:B"`` subset of slices (outputs cover only these; the affine is shifted to match).
     echo
         Echo (contrast) of a multi-echo twix or ISMRMRD file, 1 = the first; required when there are several.
+    virtual_coils
+        Multi-coil k-space is compressed to this many virtual coils after prewhitening
+        (:func:`~neurodiff.mri.compression.compress_coils`); None: the coil combinations whose signal stands
+        above the noise; the coil count or more: no compression.
     samples, steps, eta
         Number of posterior samples (drawn as one batch per group of slices), DDIM steps and stochasticity.
     views
@@ -484,10 +494,12 @@ def reconstruct(
         if path is None:
             raise InputError("k-space input must be a file")
         prob = _kspace_problem(path, mask_path, accel, mask_type, center_fraction, pe_axis, seed, slices, dc_weight,
-                               echo, mask_layout)
+                               echo, mask_layout, virtual_coils)
     else:
         if echo is not None:
             raise InputError("--echo picks an echo of multi-echo raw k-space (twix, ISMRMRD); the input is an image")
+        if virtual_coils is not None:
+            raise InputError("--virtual-coils compresses multi-coil raw k-space; the input is an image")
         prob = _image_problem(src if path is None else path, slice_axis, slices, mask_path,
                               4.0 if accel is None else accel, mask_type, center_fraction, pe_axis, seed, dc_weight,
                               mask_layout)

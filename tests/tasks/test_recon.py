@@ -244,6 +244,25 @@ def test_shipped_model_beats_zero_filling_single_and_multicoil(tmp_path):
     assert multi.metrics["recon"]["psnr"] > multi.metrics["zerofilled"]["psnr"] + 0.5
 
 
+def test_redundant_coils_are_compressed(untrained_recon_model, tmp_path):
+    """Eight coils that mix four profiles, with noise: compressed to the four combinations above the noise (or to
+    the count asked for), said in the sidecar; an image input has no coils to compress."""
+    from neurodiff.mri import write_cfl
+
+    rng = np.random.default_rng(0)
+    img = np.moveaxis(nib.load(EXAMPLE).get_fdata(dtype=np.float32)[:, :, 38:39], 2, 0)
+    k = np.tensordot(rng.normal(size=(8, 4)), _coil_kspace(img), axes=([1], [1])).transpose(1, 0, 2, 3)
+    k += 0.01 * np.abs(k).max() * (rng.normal(size=k.shape) + 1j * rng.normal(size=k.shape))
+    write_cfl(tmp_path / "coils.cfl", k.astype(np.complex64))
+    kw = dict(accel=4, samples=2, steps=2, model=untrained_recon_model, device="cpu")
+    auto = reconstruct(tmp_path / "coils.cfl", **kw)
+    assert auto.params["coil_compression"]["coils"] == 8 and auto.params["coil_compression"]["virtual_coils"] == 4
+    assert auto.metrics["recon"]["psnr"] > auto.metrics["zerofilled"]["psnr"]
+    assert reconstruct(tmp_path / "coils.cfl", virtual_coils=8, **kw).params["coil_compression"]["virtual_coils"] == 8
+    with pytest.raises(InputError, match="virtual-coils"):
+        reconstruct(EXAMPLE, slices="38:39", virtual_coils=4, **kw)
+
+
 def test_partial_fourier_kspace_is_reconstructed(untrained_recon_model, tmp_path):
     """Raw k-space with one side of the phase encoding skipped (6/8 partial Fourier, as scanners store it) is not
     returned zero-filled as fully sampled data are: it is reconstructed with the phase constraint."""
