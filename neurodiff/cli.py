@@ -158,9 +158,10 @@ def recon(
     echo: Optional[str] = typer.Option(None, help="Echo of multi-echo raw k-space (twix, ISMRMRD contrasts) to "
                                        "reconstruct, 1 = the first, or all (each in turn); outputs are named "
                                        "echo-N."),
-    virtual_coils: Optional[int] = typer.Option(None, help="Compress multi-coil k-space to this many virtual coils "
-                                                "(principal components, after prewhitening) [default: those whose "
-                                                "signal stands above the noise]; the coil count keeps every coil."),
+    virtual_coils: Optional[str] = typer.Option(None, help="Compress multi-coil k-space to this many virtual coils "
+                                                "(principal components, after prewhitening; faster, see docs/recon.md "
+                                                "for what it costs), or auto: the components whose signal stands above "
+                                                "the noise [default: every coil]."),
     samples: int = typer.Option(8, help="Posterior samples (drawn as one batch); their spread is the uncertainty."),
     steps: int = typer.Option(20, help="Sampler steps per sample."),
     eta: float = typer.Option(1.0, help="Sampler stochasticity (1 = ancestral, keeps the posterior spread)."),
@@ -195,6 +196,7 @@ def recon(
     if input.is_dir():
         raise InputError(f"input {input} is a folder; give a NIfTI or k-space file")
     echoes = echoes_to_reconstruct(input, echo, kspace)
+    coils = int(virtual_coils) if virtual_coils is not None and virtual_coils.isdigit() else virtual_coils
     paths = {e: output_paths(input, out_dir, save_samples, e) for e in echoes}
     inputs = [input] + ([mask] if mask else [])
     with OutputSet([p for ps in paths.values() for p in ps.values()], force=force, inputs=inputs) as outputs:
@@ -205,7 +207,7 @@ def recon(
                 res = reconstruct(
                     input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
                     center_fraction=center_fraction, mask=mask, mask_layout=mask_layout.value, pe_axis=pe_axis,
-                    slice_axis=slice_axis, slices=slices, echo=e, virtual_coils=virtual_coils, samples=samples,
+                    slice_axis=slice_axis, slices=slices, echo=e, virtual_coils=coils, samples=samples,
                     steps=steps, eta=eta, dc_weight=dc_weight, model=model, device=device.value, seed=seed, save_samples=save_samples,
                     progress=update,
                 )
@@ -234,6 +236,10 @@ def _recon_summary(res: ReconResult, what: str, paths: dict[str, Path], undersam
         lines.append(f"partial Fourier (one side of k-space skipped along in-plane axis "
                      f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "
                      "symmetric centre")
+    cc = res.params.get("coil_compression")
+    if notes and cc and cc["virtual_coils"] < cc["coils"]:
+        lines.append(f"{cc['coils']} coils compressed to {cc['virtual_coils']} virtual coils holding "
+                     f"{100 * cc['signal_kept']:.2f}% of the signal")
     lines.append(f"reconstructed {what} in {res.seconds:.1f} s; outputs:")
     lines += [f"  {p}" for p in paths.values()]
     if res.metrics and not math.isfinite(res.metrics["recon"]["psnr"]):

@@ -279,10 +279,12 @@ def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
 def _kspace_problem(
     path: Path, mask_file: Path | None, accel: float | None, mask_type: str, center_fraction: float, pe_axis: int,
     seed: int, slices: str | None, dc_weight: float, echo: int | None = None, mask_layout: str = "auto",
-    virtual_coils: int | None = None,
+    virtual_coils: int | str | None = None,
 ) -> _Problem:
     ks, whitening = prewhiten(read_kspace(path, echo))
-    ks, compression = compress_coils(ks, virtual_coils)
+    compression = None
+    if virtual_coils is not None:
+        ks, compression = compress_coils(ks, None if virtual_coils == "auto" else virtual_coils)
     sl = parse_slices(slices, ks.data.shape[0])
     data = torch.from_numpy(ks.data[sl])  # (S, C, H, W)
     hw = tuple(data.shape[-2:])
@@ -376,7 +378,7 @@ def _kspace_problem(
             info["multicoil_final_misfit"] = misfit
         info["coil_maps_outside_object"] = [round(1 - float(m.float().mean()), 4) for m in inside]
         info["coil_noise"] = whitening
-    if compression["coils"] > 1:
+    if compression is not None and compression["coils"] > 1:
         info["coil_compression"] = compression
     if pf is not None:
         phase = combine(data * _window(mask, pf)).angle()
@@ -403,7 +405,7 @@ def reconstruct(
     slice_axis: int = 2,
     slices: str | None = None,
     echo: int | None = None,
-    virtual_coils: int | None = None,
+    virtual_coils: int | str | None = None,
     samples: int = 8,
     steps: int = 20,
     eta: float = 1.0,
@@ -445,8 +447,8 @@ def reconstruct(
         Echo (contrast) of a multi-echo twix or ISMRMRD file, 1 = the first; required when there are several.
     virtual_coils
         Multi-coil k-space is compressed to this many virtual coils after prewhitening
-        (:func:`~neurodiff.mri.compression.compress_coils`); None: the coil combinations whose signal stands
-        above the noise; the coil count or more: no compression.
+        (:func:`~neurodiff.mri.compression.compress_coils`); ``"auto"``: to the coil combinations whose signal
+        stands above the noise; None (default): every coil is kept.
     samples, steps, eta
         Number of posterior samples (drawn as one batch per group of slices), DDIM steps and stochasticity.
     views
@@ -479,6 +481,8 @@ def reconstruct(
         raise InputError(f"--dc-weight must be > 0 (inf for hard data consistency), got {dc_weight}")
     if accel is not None and accel < 1:
         raise InputError(f"--accel must be >= 1, got {accel}")
+    if not (virtual_coils in (None, "auto") or isinstance(virtual_coils, int)):
+        raise InputError(f"--virtual-coils must be auto or a number of coils, got {virtual_coils!r}")
     path = Path(src) if isinstance(src, (str, Path)) else None
     if path is not None and not path.exists():
         raise InputError(f"input file not found: {path}")

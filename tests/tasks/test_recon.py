@@ -245,8 +245,8 @@ def test_shipped_model_beats_zero_filling_single_and_multicoil(tmp_path):
 
 
 def test_redundant_coils_are_compressed(untrained_recon_model, tmp_path):
-    """Eight coils that mix four profiles, with noise: compressed to the four combinations above the noise (or to
-    the count asked for), said in the sidecar; an image input has no coils to compress."""
+    """Eight coils that mix four profiles, with noise: compressed on request to the four combinations above the
+    noise (auto) or to the count asked for, said in the sidecar; an image input has no coils to compress."""
     from neurodiff.mri import write_cfl
 
     rng = np.random.default_rng(0)
@@ -255,10 +255,13 @@ def test_redundant_coils_are_compressed(untrained_recon_model, tmp_path):
     k += 0.01 * np.abs(k).max() * (rng.normal(size=k.shape) + 1j * rng.normal(size=k.shape))
     write_cfl(tmp_path / "coils.cfl", k.astype(np.complex64))
     kw = dict(accel=4, samples=2, steps=2, model=untrained_recon_model, device="cpu")
-    auto = reconstruct(tmp_path / "coils.cfl", **kw)
+    assert "coil_compression" not in reconstruct(tmp_path / "coils.cfl", **kw).params  # by default every coil
+    auto = reconstruct(tmp_path / "coils.cfl", virtual_coils="auto", **kw)
     assert auto.params["coil_compression"]["coils"] == 8 and auto.params["coil_compression"]["virtual_coils"] == 4
     assert auto.metrics["recon"]["psnr"] > auto.metrics["zerofilled"]["psnr"]
-    assert reconstruct(tmp_path / "coils.cfl", virtual_coils=8, **kw).params["coil_compression"]["virtual_coils"] == 8
+    assert reconstruct(tmp_path / "coils.cfl", virtual_coils=2, **kw).params["coil_compression"]["virtual_coils"] == 2
+    with pytest.raises(InputError, match="virtual-coils must be auto"):
+        reconstruct(tmp_path / "coils.cfl", virtual_coils="some", **kw)
     with pytest.raises(InputError, match="virtual-coils"):
         reconstruct(EXAMPLE, slices="38:39", virtual_coils=4, **kw)
 
