@@ -208,8 +208,8 @@ def recon(
                     input, kspace=kspace or None, accel=accel, mask_type=mask_type.value,
                     center_fraction=center_fraction, mask=mask, mask_layout=mask_layout.value, pe_axis=pe_axis,
                     slice_axis=slice_axis, slices=slices, echo=e, virtual_coils=coils, samples=samples,
-                    steps=steps, eta=eta, dc_weight=dc_weight, model=model, device=device.value, seed=seed, save_samples=save_samples,
-                    progress=update,
+                    steps=steps, eta=eta, dc_weight=dc_weight, model=model, device=device.value, seed=seed,
+                    save_samples=save_samples, progress=update,
                 )
             write(res, input, paths[e], outputs.tmp)
             summary += _recon_summary(res, input if e is None else f"{input} (echo {e})", paths[e],

@@ -20,7 +20,10 @@ from neurodiff.mri.masks import mask_from_kspace
 from neurodiff.mri.raw import KSpace
 
 MAX_SLICES = 16  # slices (evenly spaced) whose k-space the coil covariance is accumulated over
-SIGNAL_TO_FLOOR = 0.1  # a component is kept while its signal energy exceeds this fraction of its noise energy
+# a component is kept while its signal energy exceeds this fraction of its noise energy: pure-noise components
+# show up to ~0.13 on small k-space, where the corner reading of the noise runs ~10% low (a noise scan would not
+# do: its bandwidth, and so its noise level, differs from the imaging scan's)
+SIGNAL_TO_FLOOR = 0.25
 
 
 def coil_components(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
