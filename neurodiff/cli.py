@@ -6,6 +6,7 @@ traceback is shown unless ``NEURODIFF_DEBUG=1``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -196,7 +197,9 @@ def recon(
     if input.is_dir():
         raise InputError(f"input {input} is a folder; give a NIfTI or k-space file")
     echoes = echoes_to_reconstruct(input, echo, kspace)
-    coils = int(virtual_coils) if virtual_coils is not None and virtual_coils.isdigit() else virtual_coils
+    coils: int | str | None = virtual_coils
+    with contextlib.suppress(TypeError, ValueError):  # a number of coils, else "auto" (checked by reconstruct)
+        coils = int(virtual_coils)  # type: ignore[arg-type]
     paths = {e: output_paths(input, out_dir, save_samples, e) for e in echoes}
     inputs = [input] + ([mask] if mask else [])
     with OutputSet([p for ps in paths.values() for p in ps.values()], force=force, inputs=inputs) as outputs:

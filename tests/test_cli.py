@@ -102,6 +102,8 @@ def test_mask_with_accel_slices_out_of_range_and_mask_as_output(scan, tmp_path, 
     assert_one_line_error(run("recon", scan, "--slices", "1:10", "--out-dir", tmp_path / "o", *common))
     for echo in (2, "all"):  # an image
         assert_one_line_error(run("recon", scan, "--echo", echo, "--out-dir", tmp_path / "o", *common))
+    for coils in ("4", "some", "1"):  # an image has no coils to compress; a count is >= 2
+        assert_one_line_error(run("recon", scan, "--virtual-coils", coils, "--out-dir", tmp_path / "o", *common))
     own = scan.parent / "scan_desc-mask.nii.gz"  # the user's mask where the mask output would go
     _write(own, plane, like)
     before = own.read_bytes()

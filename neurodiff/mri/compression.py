@@ -9,8 +9,6 @@ keeps the noise white at the same variance (the projection has orthonormal rows)
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -18,6 +16,7 @@ from neurodiff.errors import InputError
 from neurodiff.mri.consistency import kspace_noise_variance
 from neurodiff.mri.masks import mask_from_kspace
 from neurodiff.mri.raw import KSpace
+from neurodiff.mri.whitening import coil_transform
 
 MAX_SLICES = 16  # slices (evenly spaced) whose k-space the coil covariance is accumulated over
 # a component is kept while its signal energy exceeds this fraction of its noise energy: pure-noise components
@@ -67,8 +66,8 @@ def compress_coils(kspace: KSpace, coils: int | None = None) -> tuple[KSpace, di
     ----------
     kspace : KSpace
         Data ``(S, C, H, W)`` with white coil noise (:func:`neurodiff.mri.whitening.prewhiten`).
-    coils : int or None
-        Virtual coils to keep. None: the leading components whose signal energy exceeds
+    coils : int >= 2 or None
+        Virtual coils to keep (all when more than there are). None: the leading components whose signal energy exceeds
         :data:`SIGNAL_TO_FLOOR` times their noise energy (at least 2); all of them when the noise cannot be read.
 
     Returns
@@ -80,8 +79,8 @@ def compress_coils(kspace: KSpace, coils: int | None = None) -> tuple[KSpace, di
         For the sidecar: ``{"coils": C, "virtual_coils": K, "signal_kept": fraction of the signal energy}``.
     """
     c = kspace.data.shape[1]
-    if coils is not None and not 1 <= coils:
-        raise InputError(f"the number of virtual coils must be >= 1, got {coils}")
+    if coils is not None and not 2 <= coils:
+        raise InputError(f"the number of virtual coils must be at least 2, got {coils}")
     if c == 1:
         return kspace, {"coils": 1, "virtual_coils": 1, "signal_kept": 1.0}
     components, signal, noise = coil_components(kspace.data)
@@ -89,10 +88,6 @@ def compress_coils(kspace: KSpace, coils: int | None = None) -> tuple[KSpace, di
         coils = max(2, int((signal > SIGNAL_TO_FLOOR * noise).sum())) if noise > 0 else c
     k = min(coils, c)
     positive = np.clip(signal, 0, None)
-    info = {"coils": c, "virtual_coils": k, "signal_kept": round(float(positive[:k].sum() / positive.sum()), 6)}
-    if k == c:
-        return kspace, info
-    w = components[:k].astype(np.complex64)
-    data = np.stack([np.einsum("kc,chw->khw", w, d) for d in kspace.data])  # slice by slice: no big temporary
-    noise_samples = None if kspace.noise is None else (w @ kspace.noise).astype(np.complex64)
-    return dataclasses.replace(kspace, data=data, noise=noise_samples), info
+    kept = float(positive[:k].sum() / positive.sum()) if positive.sum() > 0 else 1.0
+    info = {"coils": c, "virtual_coils": k, "signal_kept": round(kept, 6)}
+    return (kspace if k == c else coil_transform(kspace, components[:k])), info

@@ -115,7 +115,7 @@ def multicoil_project(
 
     xs, y = shift(x), y.to(x.device)
     d = torch.zeros_like(xs)  # solve (A^H A + damping) d = A^H (y - A x), then z = x + d
-    r = (s.conj() * torch.fft.ifft2(m * shift(y), norm="ortho")).sum(dim=-3) - normal(xs) + damping * xs
+    r = (s_conj * torch.fft.ifft2(m * shift(y), norm="ortho")).sum(dim=-3) - normal(xs) + damping * xs
     p, rr = r.clone(), dot(r, r)
     for _ in range(steps):
         q = normal(p)

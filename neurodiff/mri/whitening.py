@@ -49,6 +49,15 @@ def whitening_matrix(cov: np.ndarray) -> np.ndarray:
     return np.sqrt(np.real(np.trace(cov)) / len(cov)) * np.linalg.inv(chol)
 
 
+def coil_transform(kspace: KSpace, w: np.ndarray) -> KSpace:
+    """``kspace`` with the matrix ``w`` ``(K, C)`` applied along the coil axis of its data ``(S, C, H, W)`` and of
+    its noise samples ``(C, N)``: ``(S, K, H, W)``, complex64."""
+    w = w.astype(np.complex64)
+    data = np.stack([np.einsum("kc,chw->khw", w, d) for d in kspace.data])  # slice by slice: no big temporary
+    noise = None if kspace.noise is None else (w @ kspace.noise).astype(np.complex64)
+    return dataclasses.replace(kspace, data=data, noise=noise)
+
+
 def prewhiten(kspace: KSpace) -> tuple[KSpace, dict]:
     """Whiten multi-coil k-space with the noise samples recorded in the file.
 
@@ -80,8 +89,5 @@ def prewhiten(kspace: KSpace) -> tuple[KSpace, dict]:
     except np.linalg.LinAlgError:
         return kspace, {"prewhitened": False, "noise_samples": n, "reason": "singular noise covariance"}
     corr = np.abs(cov) / np.sqrt(np.outer(np.diag(cov).real, np.diag(cov).real))
-    w = w.astype(np.complex64)
-    data = np.stack([np.einsum("ij,jhw->ihw", w, d) for d in kspace.data])  # slice by slice: no big temporary
-    whitened = dataclasses.replace(kspace, data=data, noise=(w @ noise).astype(np.complex64))
-    return whitened, {"prewhitened": True, "noise_samples": n,
+    return coil_transform(kspace, w), {"prewhitened": True, "noise_samples": n,
                       "max_coil_noise_correlation": round(float((corr - np.eye(c)).max()), 3)}

@@ -481,8 +481,9 @@ def reconstruct(
         raise InputError(f"--dc-weight must be > 0 (inf for hard data consistency), got {dc_weight}")
     if accel is not None and accel < 1:
         raise InputError(f"--accel must be >= 1, got {accel}")
-    if not (virtual_coils in (None, "auto") or isinstance(virtual_coils, int)):
-        raise InputError(f"--virtual-coils must be auto or a number of coils, got {virtual_coils!r}")
+    if not (virtual_coils in (None, "auto") or isinstance(virtual_coils, (int, np.integer))
+            and not isinstance(virtual_coils, bool) and virtual_coils >= 2):
+        raise InputError(f"--virtual-coils must be auto or a number of coils >= 2, got {virtual_coils!r}")
     path = Path(src) if isinstance(src, (str, Path)) else None
     if path is not None and not path.exists():
         raise InputError(f"input file not found: {path}")
