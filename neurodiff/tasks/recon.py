@@ -24,9 +24,9 @@ from ..errors import InputError, ModelError
 from ..io import ImageRecord, load_image, negative_offset
 from ..io.bids import split_extension
 from ..mri import (
-    MultiCoil, check_mask, estimate_sensitivities, fft2c, ifft2c, kspace_echoes, kspace_noise_variance,
-    mask_from_kspace, misfit_damping_factor, multicoil_project, noise_misfit, noisy_copies, read_kspace,
-    sampling_mask, snr_damping, soft_project,
+    MultiCoil, check_mask, compress_coils, estimate_sensitivities, fft2c, ifft2c, kspace_echoes,
+    kspace_noise_variance, mask_from_kspace, misfit_damping_factor, multicoil_project, noise_misfit, noisy_copies,
+    read_kspace, sampling_mask, snr_damping, soft_project,
 )
 from ..mri.consistency import phase_constrained
 from ..mri.masks import (
@@ -37,7 +37,6 @@ from ..mri.posterior import (
     Posterior, Projection, calibrated_std, calibration_scale, in_plane_voxel_mm, kspace_share_noise_std,
     measured_kspace_std, sample_posterior_slices, sample_views,
 )
-from ..mri.compression import compress_coils
 from ..mri.whitening import prewhiten
 from ..nets import divisor
 from ..weights import Model, load_model
@@ -481,8 +480,8 @@ def reconstruct(
         raise InputError(f"--dc-weight must be > 0 (inf for hard data consistency), got {dc_weight}")
     if accel is not None and accel < 1:
         raise InputError(f"--accel must be >= 1, got {accel}")
-    if not (virtual_coils in (None, "auto") or isinstance(virtual_coils, (int, np.integer))
-            and not isinstance(virtual_coils, bool) and virtual_coils >= 2):
+    count = isinstance(virtual_coils, (int, np.integer)) and not isinstance(virtual_coils, bool)
+    if not (virtual_coils in (None, "auto") or (count and virtual_coils >= 2)):
         raise InputError(f"--virtual-coils must be auto or a number of coils >= 2, got {virtual_coils!r}")
     path = Path(src) if isinstance(src, (str, Path)) else None
     if path is not None and not path.exists():
