@@ -66,7 +66,8 @@ def rule_psnr(calls: list[dict], noise_variance: float, reference: np.ndarray) -
     factor = {"fixed": 1.0, "misfit": max(misfit, 1.0), "two-sided": misfit_damping_factor(misfit)}  # (shipped)
     for kind, r in RULES:
         lam = factor[kind] * snr_damping(data[0], mask, r, noise_variance)
-        fitted = torch.cat([multicoil_project(c["z"], c["y"], mask, sens, 30, lam) * inside for c in calls])
+        steps = recon.MULTICOIL_FINAL_CG_STEPS
+        fitted = torch.cat([multicoil_project(c["z"], c["y"], mask, sens, steps, lam) * inside for c in calls])
         out[f"{kind} {r:g}"] = slice_metrics(reference, fitted.mean(0).abs().numpy())["psnr"]
     return out
 
