@@ -6,12 +6,12 @@ Two simulations of Colin27 slices:
 
 - ``native``: the 1 mm slices of ``recon_fov.py`` (8 coils, 20 rows of air on either side of the head along the
   phase-encode axis, BART ``.cfl``): image content up to the edge of k-space, as in a scan at its own resolution.
-  Scored against the noise-free object (``psnr``) and against the fully sampled noisy coil combination with the
-  true maps (``psnr_vs_noisy``).
+  Scored against the noise-free object (``psnr``, ``coverage90``) and against the fully sampled noisy coil
+  combination with the true maps (``psnr_vs_noisy``, ``coverage90_vs_noisy``).
 - ``fastmri``: the fastMRI-like files of ``recon_multicoil.py`` (12 coils, 320 x 320 with 2x readout
   oversampling), whose slices are upsampled 1.47x: the outer third of k-space holds almost nothing but noise, so the
-  skipped lines cost little. Scored against the fully sampled noisy coil combination (``psnr``, as in
-  ``recon_multicoil.py``) and the noise-free one (``psnr_vs_clean``).
+  skipped lines cost little. Scored against the fully sampled noisy coil combination (``psnr``, ``coverage90``, as
+  in ``recon_multicoil.py``) and the noise-free one (``psnr_vs_clean``, ``coverage90_vs_clean``).
 
 Each case writes the undersampled k-space (zeros where not sampled), which ``neurodiff.tasks.recon.reconstruct``
 reads and reconstructs from the data's own sampling (the skipped side flagged by ``partial_fourier_axis``, every
@@ -112,9 +112,11 @@ def neurodiff_row(path: Path, ref: np.ndarray, other: np.ndarray, constrained: b
             res = recon.reconstruct(path, samples=8, steps=20, seed=0, device="auto")
     mean, std = np.moveaxis(res.recon, 2, 0), np.moveaxis(res.uncertainty, 2, 0)
     u = uncertainty_metrics(ref, mean, std, foreground(ref))
+    u_other = uncertainty_metrics(other, mean, std, foreground(ref))
     return {"method": "neurodiff" + ("" if constrained else " (no phase constraint)"), **slice_metrics(ref, mean),
             "other_psnr": slice_metrics(other, mean)["psnr"], "coverage90": u["coverage90"],
-            "spearman": u["spearman"], "flagged": res.params.get("partial_fourier_axis") is not None,
+            "other_coverage90": u_other["coverage90"], "spearman": u["spearman"],
+            "flagged": res.params.get("partial_fourier_axis") is not None,
             "misfit": "/".join(f"{m:.2g}" for m in res.params.get("multicoil_final_misfit", [])),
             "seconds": round(res.seconds, 1), "_zerofilled": np.abs(np.moveaxis(res.zerofilled, 2, 0))}
 
@@ -160,8 +162,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="recon_mc_pf_") as tmp:
         for level in (float(v) for v in args.noise.split(",")):
             rows += case(args.sim, volume, test, args.tune_slice, level, Path(tmp))
-    other = {"native": "psnr_vs_noisy", "fastmri": "psnr_vs_clean"}[args.sim]
-    frame = pd.DataFrame(rows).rename(columns={"other_psnr": other})
+    other = {"native": "noisy", "fastmri": "clean"}[args.sim]
+    frame = pd.DataFrame(rows).rename(columns={"other_psnr": f"psnr_vs_{other}",
+                                               "other_coverage90": f"coverage90_vs_{other}"})
     table = frame.set_index(["sim", "noise", "mask", "method"]).round(3).to_string()
     print(table)
     if args.out is not None:
