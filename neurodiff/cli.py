@@ -238,10 +238,7 @@ def _recon_summary(res: ReconResult, what: str, paths: dict[str, Path], undersam
     if res.params.get("partial_fourier_axis") is not None:
         lines.append(f"partial Fourier (one side of k-space skipped along in-plane axis "
                      f"{res.params['partial_fourier_axis']}): the skipped side is filled under the phase of the "
-                     "symmetric centre"
-                     + ("" if "partial_fourier_fill_weight" not in res.params else
-                        f", kept at a mean weight of {min(res.params['partial_fourier_fill_weight']):.2f} or more "
-                        "(the rest is the noise of its mirror image)"))
+                     "symmetric centre")
     cc = res.params.get("coil_compression")
     if notes and cc and cc["virtual_coils"] < cc["coils"]:
         lines.append(f"{cc['coils']} coils compressed to {cc['virtual_coils']} virtual coils holding "

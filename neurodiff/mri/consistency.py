@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from neurodiff.errors import InputError
-from neurodiff.mri.fft import fft2c, ifft2c
 from neurodiff.mri.masks import check_mask
 from neurodiff.mri.operators import MultiCoil, SingleCoil
 
@@ -185,7 +184,7 @@ def misfit_damping_factor(misfit: float) -> float:
     return max(m, m**-2)
 
 
-def phase_constrained(project: Projection, phase: torch.Tensor, weight: torch.Tensor | None = None) -> Projection:
+def phase_constrained(project: Projection, phase: torch.Tensor) -> Projection:
     """Data consistency with a phase constraint, for partial Fourier: the estimate's magnitude takes ``phase``
     (a low-resolution phase map from the symmetric centre of k-space) before ``project`` puts the measured data
     back, so that the unmeasured side of k-space follows from the measured one by the conjugate symmetry of the
@@ -197,72 +196,19 @@ def phase_constrained(project: Projection, phase: torch.Tensor, weight: torch.Te
         Data consistency of ``(..., S, H, W)`` complex image estimates.
     phase : Tensor, shape (S, H, W)
         Phase (radians) of each slice.
-    weight : Tensor, shape (S, H, W), optional
-        Centred k-space weights in [0, 1] applied to the phase-constrained estimate
-        (:func:`conjugate_fill_weight`: the skipped side shrunk where its mirror image is mostly noise).
 
     Returns
     -------
     callable
-        ``x -> project(|x| exp(i phase))``, or ``x -> project(F^H weight F |x| exp(i phase))``.
+        ``x -> project(|x| exp(i phase))``.
     """
-    units: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    units: dict[torch.device, torch.Tensor] = {}
 
     def constrained(x: torch.Tensor) -> torch.Tensor:
-        unit, w = units.setdefault(x.device, (torch.polar(torch.ones_like(phase), phase).to(x.device),
-                                              None if weight is None else weight.to(x.device)))
-        z = x.abs() * unit
-        return project(z if w is None else ifft2c(fft2c(z) * w))
+        unit = units.setdefault(x.device, torch.polar(torch.ones_like(phase), phase).to(x.device))
+        return project(x.abs() * unit)
 
     return constrained
-
-
-def conjugate_fill_weight(kspace: torch.Tensor, mask: np.ndarray, axis: int, noise_variance: float,
-                          size: int = 5) -> torch.Tensor:
-    """Wiener weights for the partial-Fourier fill: how much of the conjugate-symmetric estimate of each skipped
-    k-space sample to keep.
-
-    The phase constraint fills the skipped side with the mirror image of the measured side, noise included: where
-    the mirror's signal is below its noise the fill adds more error than it removes. Each sample of the skipped
-    band gets ``snr / (snr + 1)``, ``snr`` the signal-to-noise ratio of the coil combination at its mirror point (the
-    coil-summed power over the measured samples of a ``size x size`` neighbourhood, less the coils' noise, over the
-    noise variance); every other sample 1.
-
-    Parameters
-    ----------
-    kspace : Tensor, shape (C, H, W), complex
-        One slice's centred k-space, zero where not sampled, white noise of the same variance in every coil.
-    mask : ndarray of bool, shape (H, W)
-        Sampling mask; one side of ``axis`` skipped (:func:`~neurodiff.mri.masks.partial_fourier_axis`).
-    axis : int
-        The partial-Fourier axis.
-    noise_variance : float
-        Noise variance of one complex k-space sample (:func:`kspace_noise_variance`); 0: all weights 1.
-    size : int
-        Side of the neighbourhood the power is averaged over (samples).
-
-    Returns
-    -------
-    Tensor, shape (H, W), float32
-    """
-    h, w = mask.shape
-    if noise_variance <= 0:
-        return torch.ones(h, w)
-    m = torch.from_numpy(mask).float()[None, None]
-    power = (kspace.abs() ** 2).sum(0)[None, None].float() * m
-    mean = lambda a: torch.nn.functional.avg_pool2d(a, size, 1, size // 2, count_include_pad=False)  # noqa: E731
-    local = mean(power)[0, 0] / mean(m)[0, 0].clamp_min(1e-12)
-    snr = (local / noise_variance - kspace.shape[0]).clamp_min(0) * (mean(m)[0, 0] > 0)
-    mirror = torch.roll(torch.flip(snr, (0, 1)), (1, 1), (0, 1))  # the point -k (centre at n // 2)
-    lines = mask.any(1 - axis)
-    lead, trail = int(np.argmax(lines)), int(np.argmax(lines[::-1]))
-    band = torch.zeros(mask.shape[axis], dtype=torch.bool)
-    if lead > trail:
-        band[:lead] = True
-    else:
-        band[len(lines) - trail:] = True
-    band = band[:, None] if axis == 0 else band[None, :]
-    return torch.where(band, mirror / (mirror + 1), torch.ones(h, w)).float()
 
 
 def noisy_copies(

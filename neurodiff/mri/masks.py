@@ -249,6 +249,13 @@ def partial_fourier_axis(mask: np.ndarray, alpha: float = 1e-4, min_half: int = 
     return axis if axis is not None and chance[axis] < alpha else None
 
 
+def conjugate_mirror(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``a`` at the mirror point ``-k`` of each sample along ``axes`` of centred k-space: with ``k = 0`` at index
+    ``n // 2``, index ``i`` takes index ``2 (n // 2) - i`` (on an even axis the most negative frequency, which has
+    no mirror, takes itself)."""
+    return np.roll(np.flip(a, axes), tuple(1 - a.shape[ax] % 2 for ax in axes), axes)
+
+
 def _centre_line(mask: np.ndarray, axis: int) -> np.ndarray:
     """The line of ``mask`` ``(H, W)`` along ``axis`` through the centre of the other axis."""
     return np.take(mask, mask.shape[1 - axis] // 2, axis=1 - axis)
@@ -257,7 +264,7 @@ def _centre_line(mask: np.ndarray, axis: int) -> np.ndarray:
 def mirrored(mask: np.ndarray, axis: int | None) -> np.ndarray:
     """``mask`` ``(H, W)`` or'ed with its mirror image about the k-space centre (index ``n // 2``) along ``axis``:
     the side that partial Fourier skips, as a full scan would measure it; unchanged for None."""
-    return mask if axis is None else mask | np.roll(np.flip(mask, axis), 1, axis)
+    return mask if axis is None else mask | conjugate_mirror(mask, (axis,))
 
 
 def centre_half(mask: np.ndarray, axis: int) -> int:

@@ -28,7 +28,7 @@ from ..mri import (
     kspace_noise_variance, mask_from_kspace, misfit_damping_factor, multicoil_project, noise_misfit, noisy_copies,
     read_kspace, sampling_mask, snr_damping, soft_project,
 )
-from ..mri.consistency import conjugate_fill_weight, phase_constrained
+from ..mri.consistency import phase_constrained
 from ..mri.masks import (
     is_full_block, is_uncentred, mirrored, partial_fourier_axis, support_fraction, symmetric_centre_window,
 )
@@ -246,11 +246,11 @@ def _window(mask: np.ndarray, axis: int) -> torch.Tensor:
     return torch.from_numpy(symmetric_centre_window(mask, axis))
 
 
-def _phase_constrained_for(project_for: Callable[[int, int], Projection], phase: torch.Tensor,
-                           weight: torch.Tensor | None = None) -> Callable[[int, int], Projection]:
-    """Partial Fourier: slices ``a:b``'s data consistency with their ``phase`` ``(S, H, W)`` imposed first, the
-    skipped side weighted by ``weight`` ``(S, H, W)`` (:func:`~neurodiff.mri.consistency.phase_constrained`)."""
-    return lambda a, b: phase_constrained(project_for(a, b), phase[a:b], None if weight is None else weight[a:b])
+def _phase_constrained_for(project_for: Callable[[int, int], Projection], phase: torch.Tensor
+                           ) -> Callable[[int, int], Projection]:
+    """Partial Fourier: slices ``a:b``'s data consistency with their ``phase`` ``(S, H, W)`` imposed first
+    (:func:`~neurodiff.mri.consistency.phase_constrained`)."""
+    return lambda a, b: phase_constrained(project_for(a, b), phase[a:b])
 
 
 def _negative_offset(data: np.ndarray, mask: np.ndarray) -> float:
@@ -381,11 +381,7 @@ def _kspace_problem(
         info["coil_compression"] = compression
     if pf is not None:
         phase = combine(data * _window(mask, pf)).angle()
-        weight = torch.stack([conjugate_fill_weight(d, mask, pf, v) for d, v in zip(data, noise_var)])
-        project_for, final_for = (_phase_constrained_for(p, phase, weight) for p in (project_for, final_for))
-        # (mean over the skipped band, whose weights are below 1)
-        info["partial_fourier_fill_weight"] = _rounded([float(w[w < 1].mean()) if (w < 1).any() else 1.0
-                                                        for w in weight])
+        project_for, final_for = (_phase_constrained_for(p, phase) for p in (project_for, final_for))
         info["partial_fourier_axis"] = pf
         if full is not None:
             info["reference"] = "the fully sampled data as measured: the skipped side of partial Fourier zero-filled"

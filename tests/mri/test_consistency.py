@@ -6,8 +6,8 @@ import torch
 
 from neurodiff.errors import InputError
 from neurodiff.mri.consistency import (
-    conjugate_fill_weight, hard_project, kspace_noise_variance, misfit_damping_factor, multicoil_project,
-    noise_misfit, noisy_copies, phase_constrained, snr_damping, soft_project,
+    hard_project, kspace_noise_variance, misfit_damping_factor, multicoil_project, noise_misfit, noisy_copies,
+    phase_constrained, snr_damping, soft_project,
 )
 from neurodiff.mri.fft import fft2c, ifft2c
 from neurodiff.mri.masks import sampling_mask, symmetric_centre_window
@@ -188,39 +188,3 @@ def test_phase_constraint_fills_the_skipped_side_of_partial_fourier():
     assert err(x) < 0.25 * err(ifft2c(y)) and err(plain) == pytest.approx(err(ifft2c(y)), rel=1e-5)
     m = torch.from_numpy(mask)
     torch.testing.assert_close(fft2c(x)[..., m], y[..., m], rtol=0, atol=1e-4)  # still data consistent
-
-
-def test_conjugate_fill_weight_keeps_signal_and_drops_noise():
-    """Wiener weights of the skipped band: near 1 where the mirrored k-space is strong signal, near 0 where it
-    is noise; 1 outside the band, on either partial-Fourier axis, and everywhere without noise."""
-    yy, xx = np.mgrid[-32:32, -24:24]
-    image = torch.from_numpy(np.exp(-(yy**2 + xx**2) / 4.5)).to(torch.complex64)  # k-space: a Gaussian of 6.8 lines
-    sigma2 = 1e-8
-    k = fft2c(image)[None] + (sigma2 / 2) ** 0.5 * _rand((1, 64, 48), 3).real * (1 + 1j)
-    for axis in (0, 1):
-        mask = np.ones((64, 48), bool)
-        band = [slice(None), slice(None)]
-        band[axis] = slice(0, 16)  # the first quarter skipped
-        mask[tuple(band)] = False
-        w = conjugate_fill_weight(k * torch.from_numpy(mask), mask, axis, sigma2)
-        assert w.shape == (64, 48) and bool((w[torch.from_numpy(mask)] == 1).all())
-        centre = [32, 24]
-        centre[axis] = 15  # the band's innermost line at the centre of the other axis: mirrors strong signal
-        edge = [0, 0]
-        edge[axis] = 1  # near the corner: mirrors noise only
-        assert float(w[tuple(centre)]) > 0.9 and float(w[tuple(edge)]) < 0.2
-        assert bool((w[~torch.from_numpy(mask)] < 1).all())
-        torch.testing.assert_close(conjugate_fill_weight(k * torch.from_numpy(mask), mask, axis, 0.0),
-                                   torch.ones(64, 48))
-
-
-def test_weighted_phase_constraint_shrinks_the_skipped_side_only():
-    """With weights, the constrained estimate's k-space is multiplied by them before the projection."""
-    phase = torch.zeros(1, 8, 6)
-    weight = torch.ones(1, 8, 6)
-    weight[:, :2] = 0.0
-    x = ifft2c(_rand((1, 8, 6), 4))
-    out = phase_constrained(lambda z: z, phase, weight)(x)
-    k = fft2c(out)
-    assert float(k[:, :2].abs().max()) < 1e-5
-    torch.testing.assert_close(k[:, 2:], fft2c(x.abs().to(torch.complex64))[:, 2:], rtol=1e-4, atol=1e-5)

@@ -4,8 +4,8 @@ import torch
 
 from neurodiff.errors import InputError
 from neurodiff.mri.masks import (
-    check_mask, is_full_block, is_uncentred, mask_from_kspace, partial_fourier_axis, sampling_mask, support_fraction,
-    symmetric_centre_window,
+    check_mask, conjugate_mirror, is_full_block, is_uncentred, mask_from_kspace, mirrored, partial_fourier_axis,
+    sampling_mask, support_fraction, symmetric_centre_window,
 )
 
 KINDS = ["random", "equispaced", "poisson"]
@@ -163,3 +163,20 @@ def test_uncentred_masks_are_recognised():
     one_sided = np.ones((64, 48), bool)
     one_sided[:24] = False
     assert not is_uncentred(one_sided) and not is_uncentred(np.ones((64, 48), bool))
+
+
+@pytest.mark.parametrize("n", [8, 9])
+def test_conjugate_mirror_is_the_point_minus_k(n):
+    """The centred FFT of a real image is conjugate-symmetric about ``n // 2``: ``conjugate_mirror`` of it is its
+    conjugate (except the most negative frequency of an even axis, which has no mirror), on even and odd axes;
+    ``mirrored`` adds the lines a partial-Fourier scan skipped."""
+    from neurodiff.mri.fft import fft2c
+
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((n, n + 1))).to(torch.complex64)
+    k = fft2c(x).numpy()
+    keep = (slice(1 - n % 2, None), slice(1 - (n + 1) % 2, None))
+    np.testing.assert_allclose(conjugate_mirror(k, (0, 1))[keep], k.conj()[keep], atol=1e-5)
+    mask = np.zeros((n, n + 1), bool)
+    mask[n // 2 - 1:] = True  # one line before the centre and all after it
+    assert mirrored(mask, 0).all() == (n % 2 == 1)  # (an even axis's line 0 has no mirror)
+    assert mirrored(mask, 0)[1:].all()
