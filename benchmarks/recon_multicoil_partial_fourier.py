@@ -28,6 +28,7 @@ samples' residual against the data in units of the noise variance before the fin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -105,11 +106,10 @@ SIMULATIONS = {"native": native, "fastmri": fastmri}
 def neurodiff_row(path: Path, ref: np.ndarray, other: np.ndarray, constrained: bool) -> dict:
     """Scores of neurodiff on ``path`` (8 samples, 20 steps), with or without the partial-Fourier phase constraint;
     ``_zerofilled`` its zero-filled image."""
-    if constrained:
+    off = contextlib.nullcontext() if constrained else mock.patch.object(recon, "partial_fourier_axis",
+                                                                         lambda *a, **k: None)
+    with off:
         res = recon.reconstruct(path, samples=8, steps=20, seed=0, device="auto")
-    else:
-        with mock.patch.object(recon, "partial_fourier_axis", lambda *a, **k: None):
-            res = recon.reconstruct(path, samples=8, steps=20, seed=0, device="auto")
     mean, std = np.moveaxis(res.recon, 2, 0), np.moveaxis(res.uncertainty, 2, 0)
     u = uncertainty_metrics(ref, mean, std, foreground(ref))
     u_other = uncertainty_metrics(other, mean, std, foreground(ref))
@@ -128,7 +128,7 @@ def case(sim: str, volume: np.ndarray, test: list[int], tune: int, level: float,
     lines = ref.shape[1] if sim == "native" else ref.shape[2]
     rows = []
     for label, every in MASKS.items():
-        keep = line_mask(lines, every)
+        keep, start = line_mask(lines, every), len(rows)
         path = write(keep, tmp / "test")
         nd = [neurodiff_row(path, ref, other, c) for c in ((True, False) if every > 1 else (True,))]
         z = nd[0]["_zerofilled"]
@@ -141,9 +141,9 @@ def case(sim: str, volume: np.ndarray, test: list[int], tune: int, level: float,
             rows.append({"method": f"BART ecalib + pics l1 (r={lam:g})", **slice_metrics(ref, b),
                          "other_psnr": slice_metrics(other, b)["psnr"]})
         rows += [{k: v for k, v in r.items() if k != "_zerofilled"} for r in nd]
-        for r in rows[-(len(nd) + 1 + bart_available()):]:
+        for r in rows[start:]:
             r.update(sim=sim, noise=level, mask=label)
-        print(pd.DataFrame(rows[-(len(nd) + 1 + bart_available()):]).round(3).to_string(index=False), flush=True)
+        print(pd.DataFrame(rows[start:]).round(3).to_string(index=False), flush=True)
     return rows
 
 
