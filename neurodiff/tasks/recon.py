@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -170,13 +170,32 @@ def _load_mask(path: Path, shape: tuple[int, int], slice_axis: int, layout: str 
     return data.astype(bool), []
 
 
-def _mask_for(hw: tuple[int, int], mask_file: Path | None, slice_axis: int, layout: str, accel: float | None,
-              center_fraction: float, mask_type: str, pe_axis: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """The retrospective ``(H, W)`` mask and notes: the ``--mask`` file (:func:`_load_mask`), else one drawn by
-    :func:`~neurodiff.mri.masks.sampling_mask`."""
-    if mask_file is not None:
-        return _load_mask(mask_file, hw, slice_axis, layout)
-    return sampling_mask(hw, accel, center_fraction, mask_type, pe_axis=pe_axis, seed=seed), []
+@dataclass(frozen=True)
+class Undersampling:
+    """Retrospective undersampling of a fully sampled input: a ``--mask`` file, or a mask drawn by
+    :func:`~neurodiff.mri.masks.sampling_mask` (``accel``, ``mask_type``, ``center_fraction``, ``pe_axis``,
+    ``seed``). ``layout`` says where a mask file has k-space's centre (:func:`_load_mask`)."""
+
+    accel: float | None = None
+    mask_type: str = "random"
+    center_fraction: float = 0.08
+    pe_axis: int = 0
+    seed: int = 0
+    mask_file: Path | None = None
+    layout: str = "auto"
+
+    @property
+    def requested(self) -> bool:
+        """Whether a mask file or an acceleration was given."""
+        return self.mask_file is not None or self.accel is not None
+
+    def mask(self, hw: tuple[int, int], slice_axis: int = 2) -> tuple[np.ndarray, list[str]]:
+        """The ``(H, W)`` bool mask for slices of shape ``hw`` taken along ``slice_axis`` of the mask file, and
+        notes on what was changed to it."""
+        if self.mask_file is not None:
+            return _load_mask(self.mask_file, hw, slice_axis, self.layout)
+        return sampling_mask(hw, self.accel, self.center_fraction, self.mask_type, pe_axis=self.pe_axis,
+                             seed=self.seed), []
 
 
 @dataclass
@@ -204,10 +223,8 @@ class _Problem:
     voxel_mm: float | None = None  # in-plane voxel size (geometric mean), when known: picks the calibration scale
 
 
-def _image_problem(
-    src: Path | nib.Nifti1Image, slice_axis: int, slices: str | None, mask_file: Path | None, accel: float,
-    mask_type: str, center_fraction: float, pe_axis: int, seed: int, dc_weight: float, mask_layout: str = "auto",
-) -> _Problem:
+def _image_problem(src: Path | nib.Nifti1Image, slice_axis: int, slices: str | None, how: Undersampling,
+                   dc_weight: float) -> _Problem:
     data, record = load_image(src, ndim=(2, 3))
     if data.ndim == 2:
         data, slice_axis = data[:, :, None], 2
@@ -221,7 +238,7 @@ def _image_problem(
     if not np.any(data):
         raise InputError("the input image is all zero: there is nothing to reconstruct")
     hw = tuple(np.delete(data.shape, slice_axis))
-    mask, notes = _mask_for(hw, mask_file, slice_axis, mask_layout, accel, center_fraction, mask_type, pe_axis, seed)
+    mask, notes = how.mask(hw, slice_axis)
     info: dict = {"slice_range": [sl.start, sl.stop]}
     if notes:
         info["mask_notes"] = notes
@@ -232,7 +249,7 @@ def _image_problem(
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data, slice_axis, 0))).to(torch.complex64)
     y = fft2c(x) * torch.from_numpy(mask)
     project_for = _single_coil(y, mask, dc_weight)
-    pf = partial_fourier_axis(mask) if mask_file is not None else None  # (drawn masks are never one-sided)
+    pf = partial_fourier_axis(mask) if how.mask_file is not None else None  # (drawn masks are never one-sided)
     if pf is not None:
         project_for = _phase_constrained_for(project_for, ifft2c(y * _window(mask, pf)).angle())
         info["partial_fourier_axis"] = pf
@@ -275,11 +292,8 @@ def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
     return nib.Nifti1Image(data, record.affine, record.header)
 
 
-def _kspace_problem(
-    path: Path, mask_file: Path | None, accel: float | None, mask_type: str, center_fraction: float, pe_axis: int,
-    seed: int, slices: str | None, dc_weight: float, echo: int | None = None, mask_layout: str = "auto",
-    virtual_coils: int | str | None = None,
-) -> _Problem:
+def _kspace_problem(path: Path, how: Undersampling, slices: str | None, dc_weight: float, echo: int | None = None,
+                    virtual_coils: int | str | None = None) -> _Problem:
     ks, whitening = prewhiten(read_kspace(path, echo))
     compression = None
     if virtual_coils is not None:
@@ -289,14 +303,14 @@ def _kspace_problem(
     hw = tuple(data.shape[-2:])
     measured = mask_from_kspace(ks.data)
     reference, full, fully_sampled, mask_notes = None, None, False, []
-    if mask_file is not None or accel is not None:
+    if how.requested:
         if not is_full_block(measured):
             raise InputError("the k-space is already undersampled: drop --accel/--mask to use its own sampling")
         full = data  # (zero-padded edges or partial Fourier stay unsampled)
-        drawn, mask_notes = _mask_for(hw, mask_file, 2, mask_layout, accel, center_fraction, mask_type, pe_axis, seed)
+        drawn, mask_notes = how.mask(hw)
         mask = measured & drawn
         data = data * torch.from_numpy(mask)
-    pf = partial_fourier_axis(measured if mask_file is None else mask)  # (drawn masks are never one-sided)
+    pf = partial_fourier_axis(measured if how.mask_file is None else mask)  # (drawn masks are never one-sided)
     if full is None:  # zero-padded edges count as full; partial Fourier data are reconstructed
         mask, fully_sampled = measured, is_full_block(measured) and pf is None
     mt = torch.from_numpy(mask)
@@ -348,11 +362,11 @@ def _kspace_problem(
     def project_for(a: int, b: int) -> Projection:
         return lambda z: fit(z, data[a:b].to(z.device), a, False)
 
-    def final_for(a: int, b: int) -> Projection:  # each sample fits its own noisy copy of the data
+    def final_for(a: int, b: int) -> Projection:  # each sample fits its own noisy copy of the data (seeded by --seed)
         gens: dict[torch.device, torch.Generator] = {}
 
         def project(z: torch.Tensor) -> torch.Tensor:  # z (N, b - a, H, W)
-            g = gens.setdefault(z.device, torch.Generator(device=z.device).manual_seed(seed + a))
+            g = gens.setdefault(z.device, torch.Generator(device=z.device).manual_seed(how.seed + a))
             noisy = noisy_copies(data[a:b].to(z.device), mt, sigma[a:b].to(z.device), z.shape[0], g)
             return fit(z, noisy, a, True)
 
@@ -493,20 +507,19 @@ def reconstruct(
         raise InputError(f"--mask-layout must be one of {', '.join(MASK_LAYOUTS)}, got {mask_layout!r}")
     if mask_path is not None and accel is not None:
         raise InputError("give --mask or --accel, not both (the mask sets the acceleration)")
+    how = Undersampling(accel, mask_type, center_fraction, pe_axis, seed, mask_path, mask_layout)
     use_kspace = kspace if kspace is not None else (path is not None and is_kspace_file(path))
     if use_kspace:
         if path is None:
             raise InputError("k-space input must be a file")
-        prob = _kspace_problem(path, mask_path, accel, mask_type, center_fraction, pe_axis, seed, slices, dc_weight,
-                               echo, mask_layout, virtual_coils)
+        prob = _kspace_problem(path, how, slices, dc_weight, echo, virtual_coils)
     else:
         if echo is not None:
             raise InputError("--echo picks an echo of multi-echo raw k-space (twix, ISMRMRD); the input is an image")
         if virtual_coils is not None:
             raise InputError("--virtual-coils compresses multi-coil raw k-space; the input is an image")
-        prob = _image_problem(src if path is None else path, slice_axis, slices, mask_path,
-                              4.0 if accel is None else accel, mask_type, center_fraction, pe_axis, seed, dc_weight,
-                              mask_layout)
+        image_how = how if accel is not None else replace(how, accel=4.0)
+        prob = _image_problem(src if path is None else path, slice_axis, slices, image_how, dc_weight)
     if not prob.mask.any():
         raise InputError("the sampling mask samples nothing")
     if not torch.any(prob.zf.abs() > 0):
