@@ -294,14 +294,16 @@ def record_image(data: np.ndarray, record: ImageRecord) -> nib.Nifti1Image:
 
 def _kspace_problem(path: Path, how: Undersampling, slices: str | None, dc_weight: float, echo: int | None = None,
                     virtual_coils: int | str | None = None) -> _Problem:
-    ks, whitening = prewhiten(read_kspace(path, echo))
+    ks = read_kspace(path, echo)
+    sl = parse_slices(slices, ks.data.shape[0])
+    measured = mask_from_kspace(ks.data)  # (over every slice)
+    # only the slices asked for are whitened and compressed (the compression's components are theirs)
+    ks, whitening = prewhiten(replace(ks, data=ks.data[sl]))
     compression = None
     if virtual_coils is not None:
         ks, compression = compress_coils(ks, None if virtual_coils == "auto" else virtual_coils)
-    sl = parse_slices(slices, ks.data.shape[0])
-    data = torch.from_numpy(ks.data[sl])  # (S, C, H, W)
+    data = torch.from_numpy(ks.data)  # (S, C, H, W)
     hw = tuple(data.shape[-2:])
-    measured = mask_from_kspace(ks.data)
     reference, full, fully_sampled, mask_notes = None, None, False, []
     if how.requested:
         if not is_full_block(measured):
@@ -460,8 +462,9 @@ def reconstruct(
         Echo (contrast) of a multi-echo twix or ISMRMRD file, 1 = the first; required when there are several.
     virtual_coils
         Multi-coil k-space is compressed to this many virtual coils after prewhitening
-        (:func:`~neurodiff.mri.compression.compress_coils`); ``"auto"``: to the coil combinations whose signal
-        stands above the noise; None (default): every coil is kept.
+        (:func:`~neurodiff.mri.compression.compress_coils`, the components of the ``slices`` reconstructed);
+        ``"auto"``: to the coil combinations whose signal stands above the noise; None (default): every coil is
+        kept.
     samples, steps, eta
         Number of posterior samples (drawn as one batch per group of slices), DDIM steps and stochasticity.
     views

@@ -246,7 +246,8 @@ def test_shipped_model_beats_zero_filling_single_and_multicoil(tmp_path):
 
 def test_redundant_coils_are_compressed(untrained_recon_model, tmp_path):
     """Eight coils that mix four profiles, with noise: compressed on request to the four combinations above the
-    noise (auto) or to the count asked for, said in the sidecar; an image input has no coils to compress."""
+    noise (auto) or to the count asked for, said in the sidecar, from the slices reconstructed; an image input has
+    no coils to compress."""
     from neurodiff.mri import write_cfl
 
     rng = np.random.default_rng(0)
@@ -265,6 +266,13 @@ def test_redundant_coils_are_compressed(untrained_recon_model, tmp_path):
             reconstruct(tmp_path / "coils.cfl", virtual_coils=bad, **kw)
     with pytest.raises(InputError, match="virtual-coils"):
         reconstruct(EXAMPLE, slices="38:39", virtual_coils=4, **kw)
+    # a second slice whose coils mix two other profiles: --slices compresses the slice asked for by its own coils
+    other = np.tensordot(rng.normal(size=(8, 2)), _coil_kspace(img)[:, 2:], axes=([1], [1])).transpose(1, 0, 2, 3)
+    write_cfl(tmp_path / "two.cfl", np.concatenate([k, 10 * other]).astype(np.complex64))
+    assert reconstruct(tmp_path / "two.cfl", virtual_coils="auto", **kw).params["coil_compression"][
+        "virtual_coils"] > 4
+    first = reconstruct(tmp_path / "two.cfl", slices="0:1", virtual_coils="auto", **kw)
+    assert first.params["coil_compression"]["virtual_coils"] == 4
 
 
 def test_partial_fourier_kspace_is_reconstructed(untrained_recon_model, tmp_path):
