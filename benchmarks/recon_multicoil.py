@@ -90,7 +90,7 @@ def case(volume: np.ndarray, test: list[int], tune: int, level: float, tmp: Path
     rows = [{"method": "zero-filled", **res.metrics["zerofilled"]},
             {"method": "CG-SENSE (30 it., damped)", **slice_metrics(ref, np.abs(cg_sense(kspace, mask)))}]
     if bart_available():
-        simulate(volume, [tune], level, tmp / "tune.h5")
+        simulate(volume, [tune], level, tmp / "tune.h5", seed=1)  # (noise other than the test slices')
         k_tune = read_kspace(tmp / "tune.h5").data * mask
         r_tune = np.abs(np.stack([MultiCoil(np.ones_like(mask), estimate_sensitivities(torch.from_numpy(k)))
                                   .A_adjoint(torch.from_numpy(f)).numpy()

@@ -69,10 +69,11 @@ def combination(path: Path) -> np.ndarray:
     return np.moveaxis(recon.reconstruct(path, samples=1, device="cpu").recon, 2, 0)
 
 
-def fastmri(volume: np.ndarray, slices: list[int], level: float, tmp: Path, name: str) -> Simulation:
-    """``recon_multicoil.py``'s 12-coil HDF5; references: the noisy and the noise-free coil combination."""
+def fastmri(volume: np.ndarray, slices: list[int], level: float, tmp: Path, name: str, seed: int = 0) -> Simulation:
+    """``recon_multicoil.py``'s 12-coil HDF5 (noise drawn with ``seed``); references: the noisy and the noise-free
+    coil combination."""
     full, clean = tmp / f"{name}_full.h5", tmp / f"{name}_clean.h5"
-    recon_multicoil.simulate(volume, slices, level, full)
+    recon_multicoil.simulate(volume, slices, level, full, seed=seed)
     recon_multicoil.simulate(volume, slices, 0.0, clean)
     with h5py.File(full) as f:
         kspace, header = f["kspace"][()], f["ismrmrd_header"][()]
@@ -86,11 +87,11 @@ def fastmri(volume: np.ndarray, slices: list[int], level: float, tmp: Path, name
     return write, combination(full), combination(clean)
 
 
-def native(volume: np.ndarray, slices: list[int], level: float, tmp: Path, name: str) -> Simulation:
-    """``recon_fov.py``'s 8-coil 1 mm slices with air; references: the noise-free object and the noisy coil
-    combination with the true maps."""
+def native(volume: np.ndarray, slices: list[int], level: float, tmp: Path, name: str, seed: int = 0) -> Simulation:
+    """``recon_fov.py``'s 8-coil 1 mm slices with air (noise drawn with ``seed``); references: the noise-free object
+    and the noisy coil combination with the true maps."""
     objects = recon_fov.objects(volume, slices, "air")
-    kspace, maps = recon_fov.kspace(objects, level)
+    kspace, maps = recon_fov.kspace(objects, level, seed)
     noisy = np.abs((maps.conj()[None] * ifft2c(torch.from_numpy(kspace)).numpy()).sum(1))
 
     def write(keep: np.ndarray, path: Path) -> Path:  # (phase-encode lines: axis H)
@@ -124,7 +125,7 @@ def neurodiff_row(path: Path, ref: np.ndarray, other: np.ndarray, constrained: b
 def case(sim: str, volume: np.ndarray, test: list[int], tune: int, level: float, tmp: Path) -> list[dict]:
     write, ref, other = SIMULATIONS[sim](volume, test, level, tmp, "test")
     if bart_available():
-        write_tune, tune_ref, _ = SIMULATIONS[sim](volume, [tune], level, tmp, "tune")
+        write_tune, tune_ref, _ = SIMULATIONS[sim](volume, [tune], level, tmp, "tune", seed=1)  # (other noise)
     lines = ref.shape[1] if sim == "native" else ref.shape[2]
     rows = []
     for label, every in MASKS.items():

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from neurodiff.cli import app
 
-from .conftest import ECHO_FACTOR, EXAMPLE
+from .conftest import DATA, ECHO_FACTOR, EXAMPLE
 
 runner = CliRunner()
 
@@ -109,6 +109,16 @@ def test_mask_with_accel_slices_out_of_range_and_mask_as_output(scan, tmp_path, 
     before = own.read_bytes()
     assert_one_line_error(run("recon", scan, "--mask", own, "--force", *common))
     assert own.read_bytes() == before and not (tmp_path / "o").exists()
+
+
+def test_multicoil_sampling_without_a_calibration_centre(tmp_path, untrained_recon_model):
+    """Coil sensitivities need a fully sampled centre: a --center-fraction too small for one is refused in one
+    line that says what to raise."""
+    res = run("recon", DATA / "mri" / "gre.dat", "--accel", 4, "--center-fraction", 0.005, "--model",
+              untrained_recon_model, "--out-dir", tmp_path / "o")
+    assert_one_line_error(res)
+    assert "fully sampled centre" in res.output and "--center-fraction" in res.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_all_echoes(multi_echo_twix, tmp_path, untrained_recon_model):

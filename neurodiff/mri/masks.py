@@ -330,7 +330,8 @@ def calibration_size(mask: np.ndarray) -> tuple[int, int]:
     while ch > 1 and cw > 1 and not mask[centred_block((h, w), (ch, cw))].all():
         ch, cw = (ch - 2, cw) if ch >= cw else (ch, cw - 2)
     if min(ch, cw) < 2:
-        raise InputError("k-space has no fully sampled calibration centre; pass calib explicitly")
+        raise InputError("k-space has no fully sampled calibration centre (3 x 3 samples or more around its "
+                         "centre) to estimate coil sensitivities from")
     return ch, cw
 
 

@@ -30,7 +30,8 @@ from ..mri import (
 )
 from ..mri.consistency import phase_constrained
 from ..mri.masks import (
-    is_full_block, is_uncentred, mirrored, partial_fourier_axis, support_fraction, symmetric_centre_window,
+    calibration_size, is_full_block, is_uncentred, mirrored, partial_fourier_axis, support_fraction,
+    symmetric_centre_window,
 )
 from ..mri.metrics import foreground, in_slice_spearman, slice_metrics, uncertainty_metrics
 from ..mri.posterior import (
@@ -328,6 +329,12 @@ def _kspace_problem(path: Path, how: Undersampling, slices: str | None, dc_weigh
         if full is not None:
             reference = ifft2c(full[:, 0]).abs().numpy()
     else:
+        try:
+            calibration_size(mask)
+        except InputError:
+            raise InputError("multi-coil k-space needs a fully sampled centre (3 x 3 samples or more) to estimate "
+                             "coil sensitivities from; this sampling has none"
+                             + (" (raise --center-fraction)" if how.requested else "")) from None
         # from each slice's calibration centre, ESPIRiT's subspace above the noise
         sens = [estimate_sensitivities(d, noise_std=v**0.5) for d, v in zip(data, noise_var)]
         combine = lambda k: torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, k)])  # noqa: E731
