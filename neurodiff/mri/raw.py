@@ -10,7 +10,7 @@ import contextlib
 import io
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,11 +287,15 @@ def _readout_image(k: np.ndarray, n: int) -> np.ndarray:
 
 
 def _crop_readout(k: np.ndarray, n: int) -> np.ndarray:
-    """Keep the central ``n`` image samples along the last (readout) axis of centred k-space."""
+    """Keep the central ``n`` image samples along the last (readout) axis of centred k-space ``(S, C, H, W)``
+    (one slice at a time: temporaries of one slice)."""
     if n == k.shape[-1]:
         return k
-    img = _readout_image(k, n)
-    return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    out = np.empty(k.shape[:-1] + (n,), np.complex64)
+    for s, ks in enumerate(k):
+        img = _readout_image(ks, n)
+        out[s] = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    return out
 
 
 def _centred_index(index: np.ndarray, centre: int) -> tuple[np.ndarray, int]:
@@ -301,14 +305,16 @@ def _centred_index(index: np.ndarray, centre: int) -> tuple[np.ndarray, int]:
     return index + n // 2 - centre, n
 
 
-def _assemble(data: np.ndarray, slc: np.ndarray, lin: np.ndarray, centre_lin: int, centre_col: int,
-              fill: np.ndarray | None = None, par: np.ndarray | None = None, centre_par: int = 0) -> np.ndarray:
+def _assemble(lines: Iterable[np.ndarray], shape: tuple[int, int], slc: np.ndarray, lin: np.ndarray,
+              centre_lin: int, centre_col: int, fill: np.ndarray | None = None, par: np.ndarray | None = None,
+              centre_par: int = 0) -> np.ndarray:
     """Place readout lines into centred k-space ``(S, C, P, H, W)``.
 
     Parameters
     ----------
-    data : ndarray, shape (N, C, n_samples), complex
-        Readout lines, already in forward readout order.
+    lines : iterable of ndarray, each of shape ``shape`` (C, n_samples), complex
+        The readout lines in the order of ``slc`` and ``lin``, already in forward readout order; consumed one at a
+        time, so that a file's data are never held twice.
     slc, lin : ndarray, shape (N,), int
         Slice and phase-encode line index of each line.
     centre_lin, centre_col : int
@@ -325,23 +331,29 @@ def _assemble(data: np.ndarray, slc: np.ndarray, lin: np.ndarray, centre_lin: in
     ndarray, shape (S, C, P, H, W), complex64
         Lines sharing ``(slice, partition, line)`` (averages, repetitions) averaged.
     """
-    fill = np.zeros(len(data), dtype=bool) if fill is None else fill
+    fill = np.zeros(len(slc), dtype=bool) if fill is None else fill
     rows, nlin = _centred_index(lin, centre_lin)
     parts, npar = (np.zeros_like(lin), 1) if par is None else _centred_index(par, centre_par)
-    nslc, (_, ncoil, ncol) = int(slc.max()) + 1, data.shape
-
-    def average(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        total = np.zeros((nslc, ncoil, npar, nlin, ncol), dtype=np.complex64)
-        count = np.zeros((nslc, npar, nlin), dtype=np.float32)
-        np.add.at(total, (slc[part], slice(None), parts[part], rows[part]), data[part])
-        np.add.at(count, (slc[part], parts[part], rows[part]), 1)
-        total /= np.maximum(count, 1)[:, None, :, :, None]
-        return total, count
-
-    k, count = average(~fill)
-    if fill.any():
-        k = np.where((count > 0)[:, None, :, :, None], k, average(fill)[0])
-    return np.pad(k, [(0, 0)] * 4 + [(max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol))])
+    (ncoil, ncol), nslc = shape, int(slc.max()) + 1
+    before, after = max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol)
+    cols = slice(before, before + ncol)
+    k = np.zeros((nslc, ncoil, npar, nlin, before + ncol + after), dtype=np.complex64)
+    count = np.zeros((nslc, npar, nlin), dtype=np.int64)
+    calibration: dict[tuple[int, int, int], list] = {}  # (slice, partition, row) -> [sum, count]
+    for i, line in enumerate(lines):
+        where = (int(slc[i]), int(parts[i]), int(rows[i]))
+        if fill[i]:
+            total = calibration.setdefault(where, [np.zeros(shape, np.complex64), 0])
+            total[0] += line
+            total[1] += 1
+        else:
+            k[where[0], :, where[1], where[2], cols] += line
+            count[where] += 1
+    k /= np.maximum(count, 1)[:, None, :, :, None].astype(np.float32)
+    for (s, p, r), (total, n) in calibration.items():
+        if not count[s, p, r]:
+            k[s, :, p, r, cols] = total / n
+    return k
 
 
 def _to_slices(k: np.ndarray, n_readout: int, name: str) -> np.ndarray:
@@ -356,7 +368,11 @@ def _to_slices(k: np.ndarray, n_readout: int, name: str) -> np.ndarray:
         return _crop_readout(k[:, :, 0], n_readout)
     if k.shape[0] > 1:
         raise InputError(f"{name}: multi-slab 3D data ({k.shape[0]} slabs) are not supported")
-    return _readout_image(k[0], n_readout).transpose(3, 0, 2, 1)  # (C, P, H, X) -> (X, C, H, P)
+    _, c, p, h, _ = k.shape
+    out = np.empty((n_readout, c, h, p), np.complex64)
+    for i in range(c):  # one coil at a time: temporaries of one coil
+        out[:, i] = _readout_image(k[0, i], n_readout).transpose(2, 1, 0)  # (P, H, X) -> (X, H, P)
+    return out
 
 
 # twix flags of lines that are neither image nor reference (GRAPPA calibration) k-space
@@ -417,8 +433,8 @@ def _read_twix(path: Path, echo: int | None = None) -> KSpace:
         if any(getattr(m, counter) for m in lines):
             raise InputError(f"{path.name}: multi-phase or -set twix data ({counter} > 0) not supported yet")
     par = np.array([m.cPar for m in lines])
-    data = np.stack([m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data for m in lines])
-    k = _assemble(data, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
+    data = (m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data for m in lines)  # read as placed
+    k = _assemble(data, image[0].data.shape, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
                   int(image[0].mdh.CenterLin), int(image[0].mdh.CenterCol),
                   fill=np.arange(len(lines)) >= len(image),
                   par=par if par.any() else None, centre_par=int(image[0].mdh.CenterPar))
@@ -531,15 +547,14 @@ def _ismrmrd_flags(head: np.ndarray, name: str) -> tuple[Callable[[int], np.ndar
 
 def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
     """Cartesian 2D k-space from an ISMRMRD HDF5 group (``/dataset``) holding ``data`` and ``xml``."""
-    acq = group["data"][()]
-    head = acq["head"]
+    table = group["data"]
+    head = table.fields("head")[()]  # (the samples are read in blocks as they are placed)
     flag, keep = _ismrmrd_flags(head, name)
     keep[keep] = _echo_lines(head["idx"]["contrast"][keep].astype(int), echo, name,
                              ~flag(_ISMRMRD_CALIBRATION)[keep])
     noise_lines = flag(_ISMRMRD_NOISE) & (head["active_channels"] == head["active_channels"][keep][0])
-    noise = ([acq["data"][i].view(np.complex64).reshape(int(head["active_channels"][i]), -1)
-              for i in np.flatnonzero(noise_lines)])
-    head, samples = head[keep], acq["data"][keep]
+    noise = list(_ismrmrd_samples(table, np.flatnonzero(noise_lines), (int(head["active_channels"][keep][0]), -1)))
+    rows, head = np.flatnonzero(keep), head[keep]
     if (head["trajectory_dimensions"] > 0).any():
         raise InputError(f"{name}: non-Cartesian ISMRMRD data (a trajectory is stored) are not supported")
     idx = head["idx"]
@@ -549,9 +564,9 @@ def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
     n, c = np.unique(head["number_of_samples"]), np.unique(head["active_channels"])
     if len(n) > 1 or len(c) > 1:
         raise InputError(f"{name}: imaging lines differ in samples ({n.tolist()}) or channels ({c.tolist()})")
-    data = np.stack([d.view(np.complex64).reshape(int(c[0]), int(n[0])) for d in samples])
     reverse = flag(_ISMRMRD_REVERSE)[keep]
-    data[reverse] = data[reverse, :, ::-1]
+    shape = (int(c[0]), int(n[0]))
+    data = (line[:, ::-1] if r else line for line, r in zip(_ismrmrd_samples(table, rows, shape), reverse))
     header = group["xml"][0] if "xml" in group else None
     if header is None:
         raise InputError(f"{name} has no ISMRMRD XML header (dataset 'xml')")
@@ -562,11 +577,26 @@ def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
         return int(c.text) if c is not None else enc[0][step] // 2
 
     par = idx["kspace_encode_step_2"].astype(int)
-    k = _assemble(data, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre(1),
+    k = _assemble(data, shape, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre(1),
                   int(head["center_sample"][0]), fill=flag(_ISMRMRD_CALIBRATION)[keep],
                   par=par if par.any() else None, centre_par=centre(2))
     return _checked(*_to_recon_space(k, header, name), None, "ismrmrd", name, volumetric=k.shape[2] > 1,
                     noise=np.concatenate(noise, axis=1) if noise else None)
+
+
+def _ismrmrd_samples(table, rows: np.ndarray, shape: tuple[int, int], block: int = 4096) -> Iterator[np.ndarray]:
+    """The samples of ISMRMRD acquisitions ``rows`` (increasing indices into the ``data`` table), each as a
+    complex64 ``shape`` (channels, samples; -1 for as many as it has) array, read from the file in contiguous
+    runs of fewer than ``block`` acquisitions."""
+    field = table.fields("data")
+    i = 0
+    while i < len(rows):
+        j = int(np.searchsorted(rows, rows[i] + block))
+        first = int(rows[i])
+        data = field[first:int(rows[j - 1]) + 1]
+        for r in rows[i:j]:
+            yield data[r - first].view(np.complex64).reshape(shape)
+        i = j
 
 
 def _read_cfl(base: Path) -> KSpace:
