@@ -7,7 +7,7 @@ Writes two files of realistic size with synthetic content (an ellipsoid seen by 
 - ``2d``: a fastMRI-style multi-slice brain file (16 slices, 20 coils, 640 x 320 with 2x readout oversampling).
 
 Each is read (``neurodiff.mri.read_kspace``) and reconstructed (``neurodiff recon FILE --slices K:K+1 --accel 4
---samples 1 --steps 1``) in a fresh process whose peak resident memory (``ru_maxrss``) is reported against the
+--samples 1 --steps 1``) in a fresh process whose peak resident memory (``VmHWM``) is reported against the
 size of the k-space as complex64. Usage (about 5 min and 5 GB of temporary disk on 2 CPU cores)::
 
     python benchmarks/recon_memory.py [--cases 3d,2d] [--tmp DIR] [--out benchmarks/results/recon_memory]
@@ -26,9 +26,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
-# a child process that reports its own peak resident memory (kB) when it exits
-PEAK = ("import atexit, resource, sys; atexit.register(lambda: print('PEAK_KB', resource.getrusage("
-        "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); ")
+# a child process that reports its own peak resident memory (kB) when it exits: VmHWM, the high-water mark of its
+# own address space (ru_maxrss would carry over the parent's peak through fork and exec)
+PEAK = ("import atexit, sys; atexit.register(lambda: print('PEAK_KB', [ln.split()[1] for ln in "
+        "open('/proc/self/status') if ln.startswith('VmHWM')][0], file=sys.stderr)); ")
 READ = "from neurodiff.mri import read_kspace; read_kspace(sys.argv[1])"
 RECON = "from neurodiff.cli import main; sys.argv[0] = 'neurodiff'; main()"
 
@@ -104,7 +105,7 @@ CASES = {
 
 
 def peak(code: str, *argv: str) -> tuple[float, float]:
-    """Peak resident memory (GB, the child's own ``ru_maxrss``) and seconds of a fresh Python process running
+    """Peak resident memory (GB, the child's own ``VmHWM``) and seconds of a fresh Python process running
     ``code`` with ``argv``; raises if it fails."""
     t0 = time.time()
     run = subprocess.run([sys.executable, "-c", PEAK + code, *argv], capture_output=True, text=True)

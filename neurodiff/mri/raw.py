@@ -153,7 +153,7 @@ def kspace_echoes(path: str | os.PathLike) -> tuple[int, ...]:
             groups = _ismrmrd_groups(f)
             if not groups:
                 raise InputError(f"{p.name} has neither a 'kspace' dataset (fastMRI) nor ISMRMRD acquisitions")
-            head = groups[0]["data"].fields("head")[()]
+            head = _ismrmrd_heads(groups[0]["data"])
             flag, keep = _ismrmrd_flags(head, p.name)
             return _echoes_present(head["idx"]["contrast"].astype(int), keep & ~flag(_ISMRMRD_CALIBRATION))
     return (1,)
@@ -245,7 +245,7 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True,
       it is. With ``readout_slices`` (3D data whose readout :func:`_to_slices` inverse-transformed, as written) the
       slices are put back in order too (``ifftshift`` along them).
     """
-    energy = (np.abs(data) ** 2).sum(axis=(0, 1))
+    energy = sum((np.abs(d) ** 2).sum(axis=0) for d in data)  # (slice by slice: small temporaries)
     py, px = np.unravel_index(np.argmax(energy), energy.shape)
     h, w = energy.shape
     notes = []
@@ -260,8 +260,8 @@ def _recentred(data: np.ndarray, name: str, recentre: bool = True,
     some = data[np.unique(np.linspace(0, len(data) - 1, 8).round().astype(int))]  # up to 8 slices: memory
     shifts = []  # per judged axis: the object's relative extent at the edges minus that at the centre
     for axis in (axis for axis in (0, 1) if centre_half(mask, axis) >= 2):
-        low = ifft2c(torch.from_numpy(some * symmetric_centre_window(mask, axis)))
-        magnitude = rss(low).numpy()  # (S, H, W)
+        window = symmetric_centre_window(mask, axis)
+        magnitude = np.stack([rss(ifft2c(torch.from_numpy(d * window))).numpy() for d in some])  # (S, H, W)
         inside = (magnitude > 0.05 * np.percentile(magnitude, 99)).mean(axis=(0, 2 - axis))  # along the axis
         inside = inside / inside.max()  # relative to the object's widest extent across the axis
         n = inside.size
@@ -441,21 +441,22 @@ def _read_twix(path: Path, echo: int | None = None) -> KSpace:
     hdr = meas["hdr"]
     oversampling = float(hdr["Meas"].get("flReadoutOSFactor", 1.0) or 1.0)
     n = int(round(k.shape[-1] / oversampling))
-    data = _to_slices(k, n, path.name)
+    data, (_, _, partitions, lines_pe, _) = _to_slices(k, n, path.name), k.shape
+    del k  # (the assembled k-space is not needed twice)
     try:
         sl = hdr["MeasYaps"]["sSliceArray"]["asSlice"][0]
-        pe = sl["dPhaseFOV"] / k.shape[-2]
-        if k.shape[2] == 1:
+        pe = sl["dPhaseFOV"] / lines_pe
+        if partitions == 1:
             voxel = (pe, sl["dReadoutFOV"] / n, sl["dThickness"])
         else:  # partitions span the slab and its oversampling
             slab = sl["dThickness"] * (1 + hdr["MeasYaps"]["sKSpace"].get("dSliceOversamplingForDialog", 0.0))
-            voxel = (pe, slab / k.shape[2], sl["dReadoutFOV"] / n)
+            voxel = (pe, slab / partitions, sl["dReadoutFOV"] / n)
     except (KeyError, IndexError, TypeError):
         voxel = None
     ncoil = image[0].data.shape[0]
     noise = [m.data for scan in scans for m in scan["mdb"]  # multi-raid files keep it in the first measurement
              if m.is_flag_set("NOISEADJSCAN") and m.data.ndim == 2 and m.data.shape[0] == ncoil]
-    return _checked(data, voxel, None, "twix", path.name, volumetric=k.shape[2] > 1,
+    return _checked(data, voxel, None, "twix", path.name, volumetric=partitions > 1,
                     noise=np.concatenate(noise, axis=1) if noise else None)
 
 
@@ -468,19 +469,25 @@ def _read_h5(path: Path, echo: int | None = None) -> KSpace:
             raise InputError(f"{path.name} has neither a 'kspace' dataset (fastMRI) nor ISMRMRD acquisitions")
         if echo not in (None, 1):
             raise InputError(f"--echo {echo}: {path.name} holds one echo (a fastMRI-style 'kspace' dataset)")
-        k = np.asarray(f["kspace"][()])
+        ds = f["kspace"]
         header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
-    if not np.iscomplexobj(k) and k.ndim >= 3 and k.shape[-1] == 2:
-        raise InputError(f"{path.name}: real 'kspace' {k.shape} with a last axis of 2 is ambiguous (real and "
-                         "imaginary parts, or two coils of Calgary-Campinas data?); store it as complex")
-    calgary = k.ndim == 4 and header is None and k.shape[-1] % 2 == 0 and 4 <= k.shape[-1] < min(k.shape[1:3])
-    if calgary and not np.iscomplexobj(k):  # Calgary-Campinas (x, ky, kz, 2 C)
-        k = (k[..., ::2] + 1j * k[..., 1::2]).transpose(0, 3, 1, 2)
-        return _checked(k, None, None, "calgary-campinas", path.name, volumetric=True, recentre=True)
-    if k.ndim not in (3, 4) or not np.iscomplexobj(k):
-        raise InputError(f"fastMRI 'kspace' must be complex (S[, C], H, W), or real (x, ky, kz, 2 x coils) with "
-                         f"real and imaginary channels alternating (Calgary-Campinas); got {k.dtype} {k.shape}")
-    k = np.swapaxes(k if k.ndim == 4 else k[:, None], -1, -2)  # (S, C, readout, PE) -> (S, C, PE, readout)
+        cplx, shape = np.issubdtype(ds.dtype, np.complexfloating), ds.shape
+        if not cplx and len(shape) >= 3 and shape[-1] == 2:
+            raise InputError(f"{path.name}: real 'kspace' {shape} with a last axis of 2 is ambiguous (real and "
+                             "imaginary parts, or two coils of Calgary-Campinas data?); store it as complex")
+        calgary = len(shape) == 4 and header is None and shape[-1] % 2 == 0 and 4 <= shape[-1] < min(shape[1:3])
+        if calgary and not cplx:  # Calgary-Campinas (x, ky, kz, 2 C)
+            k = ds[()]
+            k = (k[..., ::2] + 1j * k[..., 1::2]).transpose(0, 3, 1, 2)
+            return _checked(k, None, None, "calgary-campinas", path.name, volumetric=True, recentre=True)
+        if len(shape) not in (3, 4) or not cplx:
+            raise InputError(f"fastMRI 'kspace' must be complex (S[, C], H, W), or real (x, ky, kz, 2 x coils) "
+                             f"with real and imaginary channels alternating (Calgary-Campinas); got {ds.dtype} "
+                             f"{shape}")
+        # (S, C, readout, PE) -> (S, C, PE, readout), read slice by slice: the file's data are held once
+        k = np.empty((shape[0], shape[1] if len(shape) == 4 else 1, shape[-1], shape[-2]), np.complex64)
+        for i in range(shape[0]):
+            k[i] = np.swapaxes(ds[i], -1, -2)
     k, notes = _recentred(_validated(k, path.name), path.name)  # before any cropping
     voxel = None
     if header is not None:
@@ -548,7 +555,7 @@ def _ismrmrd_flags(head: np.ndarray, name: str) -> tuple[Callable[[int], np.ndar
 def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
     """Cartesian 2D k-space from an ISMRMRD HDF5 group (``/dataset``) holding ``data`` and ``xml``."""
     table = group["data"]
-    head = table.fields("head")[()]  # (the samples are read in blocks as they are placed)
+    head = _ismrmrd_heads(table)  # (the samples are read in blocks as they are placed)
     flag, keep = _ismrmrd_flags(head, name)
     keep[keep] = _echo_lines(head["idx"]["contrast"][keep].astype(int), echo, name,
                              ~flag(_ISMRMRD_CALIBRATION)[keep])
@@ -580,8 +587,18 @@ def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
     k = _assemble(data, shape, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre(1),
                   int(head["center_sample"][0]), fill=flag(_ISMRMRD_CALIBRATION)[keep],
                   par=par if par.any() else None, centre_par=centre(2))
-    return _checked(*_to_recon_space(k, header, name), None, "ismrmrd", name, volumetric=k.shape[2] > 1,
+    volumetric = k.shape[2] > 1
+    data, voxel = _to_recon_space(k, header, name)
+    del k  # (the assembled k-space is not needed twice)
+    return _checked(data, voxel, None, "ismrmrd", name, volumetric=volumetric,
                     noise=np.concatenate(noise, axis=1) if noise else None)
+
+
+def _ismrmrd_heads(table, block: int = 4096) -> np.ndarray:
+    """The acquisition headers ``(N,)`` of an ISMRMRD ``data`` table, read in blocks of ``block`` whole
+    acquisitions (``table.fields("head")`` keeps the memory of every acquisition's samples: h5py 3.16 with HDF5's
+    variable-length conversion; measured by ``benchmarks/recon_memory.py``)."""
+    return np.concatenate([table[i:i + block]["head"].copy() for i in range(0, len(table), block)])
 
 
 def _ismrmrd_samples(table, rows: np.ndarray, shape: tuple[int, int], block: int = 4096) -> Iterator[np.ndarray]:

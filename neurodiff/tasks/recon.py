@@ -298,8 +298,10 @@ def _kspace_problem(path: Path, how: Undersampling, slices: str | None, dc_weigh
     ks = read_kspace(path, echo)
     sl = parse_slices(slices, ks.data.shape[0])
     measured = mask_from_kspace(ks.data)  # (over every slice)
-    # only the slices asked for are whitened and compressed (the compression's components are theirs)
-    ks, whitening = prewhiten(replace(ks, data=ks.data[sl]))
+    # only the slices asked for are whitened and compressed (the compression's components are theirs); a copy of
+    # them, so that the other slices' memory is freed
+    selected = ks.data if (sl.start, sl.stop) == (0, len(ks.data)) else ks.data[sl].copy()
+    ks, whitening = prewhiten(replace(ks, data=selected))
     compression = None
     if virtual_coils is not None:
         ks, compression = compress_coils(ks, None if virtual_coils == "auto" else virtual_coils)

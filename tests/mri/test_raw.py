@@ -276,6 +276,28 @@ def test_ismrmrd_3d(tmp_path):
         read_kspace(tmp_path / "slabs.h5")
 
 
+def test_ismrmrd_read_in_blocks(tmp_path):
+    """Headers and samples are read in blocks of acquisitions (memory); any block size gives the same rows,
+    skipped rows included, as reading the table at once."""
+    import h5py
+
+    from neurodiff.mri.raw import _ismrmrd_heads, _ismrmrd_samples
+
+    rng = np.random.default_rng(2)
+    lines = [((rng.standard_normal((2, 6)) + 1j * rng.standard_normal((2, 6))), i, 0, []) for i in range(7)]
+    _ismrmrd_file(tmp_path / "b.h5", lines, (6, 7), 3)
+    with h5py.File(tmp_path / "b.h5") as f:
+        table = f["dataset/data"]
+        whole = table[()]
+        rows = np.array([0, 2, 3, 6])
+        for block in (1, 2, 3, 100):
+            np.testing.assert_array_equal(_ismrmrd_heads(table, block), whole["head"])
+            got = list(_ismrmrd_samples(table, rows, (2, 6), block))
+            assert len(got) == len(rows)
+            for r, g in zip(rows, got):
+                np.testing.assert_array_equal(g, lines[r][0].astype(np.complex64))
+
+
 def test_twix_reference_lines_fill_only_skipped_lines(twix, tmp_path):
     """GRAPPA-style: the image scan skips every other line and the centre, separately acquired reference lines
     (PATREFSCAN) cover the centre and one line the image scan has; they fill only the skipped lines."""
