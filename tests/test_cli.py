@@ -118,6 +118,13 @@ def test_multicoil_sampling_without_a_calibration_centre(tmp_path, untrained_rec
               untrained_recon_model, "--out-dir", tmp_path / "o")
     assert_one_line_error(res)
     assert "fully sampled centre" in res.output and "--center-fraction" in res.output
+    plane = np.zeros((160, 160, 1), np.uint8)  # (the phantom's k-space: 160 lines x 160 readout samples)
+    plane[1::2] = 1  # every other line, the centre line 80 not among them
+    m = _write(tmp_path / "m.nii.gz", plane, nib.Nifti1Image(plane, np.eye(4)))
+    res = run("recon", DATA / "mri" / "gre.dat", "--mask", m, "--model", untrained_recon_model, "--out-dir",
+              tmp_path / "o")
+    assert_one_line_error(res)
+    assert "--mask file must sample it" in res.output
     assert not (tmp_path / "o").exists()
 
 

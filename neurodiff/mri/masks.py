@@ -331,7 +331,7 @@ def calibration_size(mask: np.ndarray) -> tuple[int, int]:
         ch, cw = (ch - 2, cw) if ch >= cw else (ch, cw - 2)
     if min(ch, cw) < 2:
         raise InputError("k-space has no fully sampled calibration centre (3 x 3 samples or more around its "
-                         "centre) to estimate coil sensitivities from")
+                         "centre) to estimate coil sensitivities from (give calib)")
     return ch, cw
 
 

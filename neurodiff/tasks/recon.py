@@ -334,9 +334,10 @@ def _kspace_problem(path: Path, how: Undersampling, slices: str | None, dc_weigh
         try:
             calibration_size(mask)
         except InputError:
+            hint = (" (the --mask file must sample it)" if how.mask_file is not None
+                    else " (raise --center-fraction)" if how.accel is not None else "")
             raise InputError("multi-coil k-space needs a fully sampled centre (3 x 3 samples or more) to estimate "
-                             "coil sensitivities from; this sampling has none"
-                             + (" (raise --center-fraction)" if how.requested else "")) from None
+                             f"coil sensitivities from; this sampling has none{hint}") from None
         # from each slice's calibration centre, ESPIRiT's subspace above the noise
         sens = [estimate_sensitivities(d, noise_std=v**0.5) for d, v in zip(data, noise_var)]
         combine = lambda k: torch.stack([MultiCoil(mt, s).A_adjoint(d) for s, d in zip(sens, k)])  # noqa: E731

@@ -96,9 +96,12 @@ def test_fastmri(tmp_path):
     with h5py.File(tmp_path / "header.h5", "w") as f:
         f["kspace"] = k[:, 0]  # single coil
         f["ismrmrd_header"] = header
+    with h5py.File(tmp_path / "chunked.h5", "w") as f:  # compressed, chunks spanning slices: read chunk-wise
+        f.create_dataset("kspace", data=np.concatenate([k] * 3), chunks=(2, 3, 12, 8), compression="gzip")
     plain = read_kspace(tmp_path / "plain.h5")
     assert plain.source == "fastmri"
     np.testing.assert_array_equal(plain.data, np.swapaxes(k, -1, -2))
+    np.testing.assert_array_equal(read_kspace(tmp_path / "chunked.h5").data, np.concatenate([plain.data] * 3))
     cropped = read_kspace(tmp_path / "header.h5")
     assert cropped.data.shape == (2, 1, 8, 6)  # readout oversampling 12 -> 6 removed
     assert cropped.voxel_size == pytest.approx((20.0, 20.0, 3.0))
@@ -288,7 +291,7 @@ def test_ismrmrd_read_in_blocks(tmp_path):
     _ismrmrd_file(tmp_path / "b.h5", lines, (6, 7), 3)
     with h5py.File(tmp_path / "b.h5") as f:
         table = f["dataset/data"]
-        whole = table[()]
+        whole, dtype = table[()], table.dtype
         rows = np.array([0, 2, 3, 6])
         for block in (1, 2, 3, 100):
             np.testing.assert_array_equal(_ismrmrd_heads(table, block), whole["head"])
@@ -296,6 +299,11 @@ def test_ismrmrd_read_in_blocks(tmp_path):
             assert len(got) == len(rows)
             for r, g in zip(rows, got):
                 np.testing.assert_array_equal(g, lines[r][0].astype(np.complex64))
+    with h5py.File(tmp_path / "empty.h5", "w") as f:  # no acquisitions at all: one clear error
+        f.create_dataset("dataset/data", (0,), dtype=dtype)
+    for read in (read_kspace, kspace_echoes):
+        with pytest.raises(InputError, match="no imaging"):
+            read(tmp_path / "empty.h5")
 
 
 def test_twix_reference_lines_fill_only_skipped_lines(twix, tmp_path):
