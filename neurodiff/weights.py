@@ -80,4 +80,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
         den.net.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
         raise ModelError(f"model {stem} is inconsistent with its card: {str(e).splitlines()[0]}") from None
-    return Model(den.to(device).eval(), card)
+    den = den.to(device).eval()
+    if torch.device(device).type == "cpu":  # oneDNN convolutions run 13-21% faster channels-last (recon_speed.py)
+        den = den.to(memory_format=torch.channels_last)
+    return Model(den, card)
