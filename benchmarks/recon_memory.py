@@ -2,13 +2,14 @@
 
 Writes two files of realistic size with synthetic content (an ellipsoid seen by smooth coil maps, a little noise):
 
-- ``3d``: a 3D Cartesian ISMRMRD acquisition the size of an mridata.org knee scan (8 coils, 320 readout samples
-  with 2x oversampling, 256 x 160 phase-encode lines), read as hybrid space (one 2D problem per readout position);
+- ``3d``: a 3D Cartesian ISMRMRD acquisition about half the size of an mridata.org knee scan (8 coils, 320 readout
+  samples with 2x oversampling, 256 x 160 phase-encode lines), read as hybrid space (one 2D problem per readout position);
 - ``2d``: a fastMRI-style multi-slice brain file (16 slices, 20 coils, 640 x 320 with 2x readout oversampling).
 
 Each is read (``neurodiff.mri.read_kspace``) and reconstructed (``neurodiff recon FILE --slices K:K+1 --accel 4
 --samples 1 --steps 1``) in a fresh process whose peak resident memory (``VmHWM``) is reported against the
-size of the k-space as complex64. Usage (about 5 min and 5 GB of temporary disk on 2 CPU cores)::
+size of the k-space as complex64. Usage (about 2 min on 2 CPU cores, 2 GB of temporary disk; writing the 3D file
+takes about 7 GB of memory)::
 
     python benchmarks/recon_memory.py [--cases 3d,2d] [--tmp DIR] [--out benchmarks/results/recon_memory]
 """
