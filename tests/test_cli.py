@@ -89,6 +89,7 @@ def test_bad_masks(scan, tmp_path, untrained_recon_model):
     for m in (empty, wrong):
         res = run("recon", scan, "--mask", m, "--model", untrained_recon_model, "--out-dir", tmp_path / "o")
         assert_one_line_error(res)
+        assert "np." not in res.output  # plain numbers, not numpy reprs
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

@@ -353,7 +353,7 @@ def check_mask(mask: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> None:
     """
     m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if m.shape != tuple(shape[-2:]):
-        raise InputError(f"mask shape {m.shape} does not match k-space {tuple(shape[-2:])}")
+        raise InputError(f"mask shape {m.shape} does not match k-space {tuple(int(n) for n in shape[-2:])}")
     if not np.isin(m, (0, 1)).all():
         raise InputError("mask is not binary: use True/1 for sampled and False/0 for unsampled k-space")
     if not m.any():

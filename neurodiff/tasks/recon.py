@@ -238,7 +238,7 @@ def _image_problem(src: Path | nib.Nifti1Image, slice_axis: int, slices: str | N
         data, record = load_image(record_image(data, record).slicer[tuple(index)], ndim=(3,))
     if not np.any(data):
         raise InputError("the input image is all zero: there is nothing to reconstruct")
-    hw = tuple(np.delete(data.shape, slice_axis))
+    hw = tuple(int(n) for n in np.delete(data.shape, slice_axis))
     mask, notes = how.mask(hw, slice_axis)
     info: dict = {"slice_range": [sl.start, sl.stop]}
     if notes:
