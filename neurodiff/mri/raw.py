@@ -305,9 +305,15 @@ def _centred_index(index: np.ndarray, centre: int) -> tuple[np.ndarray, int]:
     return index + n // 2 - centre, n
 
 
+def _padded_width(ncol: int, centre_col: int) -> int:
+    """Readout samples of a line of ``ncol`` whose k-space centre is sample ``centre_col``, once zero-filled so
+    that the centre lands on the middle (asymmetric echoes)."""
+    return ncol + abs(ncol - 2 * centre_col)
+
+
 def _assemble(lines: Iterable[np.ndarray], shape: tuple[int, int], slc: np.ndarray, lin: np.ndarray,
               centre_lin: int, centre_col: int, fill: np.ndarray | None = None, par: np.ndarray | None = None,
-              centre_par: int = 0) -> np.ndarray:
+              centre_par: int = 0, readout: int | None = None) -> np.ndarray:
     """Place readout lines into centred k-space ``(S, C, P, H, W)``.
 
     Parameters
@@ -325,6 +331,10 @@ def _assemble(lines: Iterable[np.ndarray], shape: tuple[int, int], slc: np.ndarr
     par : ndarray, shape (N,), int, optional
         Partition (second phase-encode) index of each line of a 3D acquisition; its centre ``centre_par``
         lands on ``P // 2``. Without it ``P`` is 1.
+    readout : int, optional
+        Keep only the central ``readout`` image samples along the readout (oversampling removed), line by line as
+        the lines are placed, so that the oversampled k-space is never held; ``W`` is then ``readout``. None: the
+        :func:`_padded_width` samples.
 
     Returns
     -------
@@ -335,9 +345,16 @@ def _assemble(lines: Iterable[np.ndarray], shape: tuple[int, int], slc: np.ndarr
     rows, nlin = _centred_index(lin, centre_lin)
     parts, npar = (np.zeros_like(lin), 1) if par is None else _centred_index(par, centre_par)
     (ncoil, ncol), nslc = shape, int(slc.max()) + 1
-    before, after = max(0, ncol - 2 * centre_col), max(0, 2 * centre_col - ncol)
-    cols = slice(before, before + ncol)
-    k = np.zeros((nslc, ncoil, npar, nlin, before + ncol + after), dtype=np.complex64)
+    width = _padded_width(ncol, centre_col)
+    before = max(0, ncol - 2 * centre_col)
+    keep = width if readout is None else readout
+    padded = np.zeros((1, ncoil, width), np.complex64)
+
+    def placed(line: np.ndarray) -> np.ndarray:  # (C, ncol) -> (C, keep): zero-filled, oversampling removed
+        padded[0, :, before:before + ncol] = line
+        return _crop_readout(padded, keep)[0] if keep != width else padded[0]
+
+    k = np.zeros((nslc, ncoil, npar, nlin, keep), dtype=np.complex64)
     count = np.zeros((nslc, npar, nlin), dtype=np.int64)
     calibration: dict[tuple[int, int, int], list] = {}  # (slice, partition, row) -> [sum, count]
     for i, line in enumerate(lines):
@@ -345,16 +362,16 @@ def _assemble(lines: Iterable[np.ndarray], shape: tuple[int, int], slc: np.ndarr
             raise InputError(f"raw k-space lines differ in shape: {line.shape} against {shape} (coils, samples)")
         where = (int(slc[i]), int(parts[i]), int(rows[i]))
         if fill[i]:
-            total = calibration.setdefault(where, [np.zeros(shape, np.complex64), 0])
-            total[0] += line
+            total = calibration.setdefault(where, [np.zeros((ncoil, keep), np.complex64), 0])
+            total[0] += placed(line)
             total[1] += 1
         else:
-            k[where[0], :, where[1], where[2], cols] += line
+            k[where[0], :, where[1], where[2]] += placed(line)
             count[where] += 1
     k /= np.maximum(count, 1)[:, None, :, :, None].astype(np.float32)
     for (s, p, r), (total, n) in calibration.items():
         if not count[s, p, r]:
-            k[s, :, p, r, cols] = total / n
+            k[s, :, p, r] = total / n
     return k
 
 
@@ -435,14 +452,14 @@ def _read_twix(path: Path, echo: int | None = None) -> KSpace:
         if any(getattr(m, counter) for m in lines):
             raise InputError(f"{path.name}: multi-phase or -set twix data ({counter} > 0) not supported yet")
     par = np.array([m.cPar for m in lines])
-    data = (m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data for m in lines)  # read as placed
-    k = _assemble(data, image[0].data.shape, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
-                  int(image[0].mdh.CenterLin), int(image[0].mdh.CenterCol),
-                  fill=np.arange(len(lines)) >= len(image),
-                  par=par if par.any() else None, centre_par=int(image[0].mdh.CenterPar))
     hdr = meas["hdr"]
     oversampling = float(hdr["Meas"].get("flReadoutOSFactor", 1.0) or 1.0)
-    n = int(round(k.shape[-1] / oversampling))
+    shape, centre_col = image[0].data.shape, int(image[0].mdh.CenterCol)
+    n = int(round(_padded_width(shape[1], centre_col) / oversampling))
+    data = (m.data[:, ::-1] if m.is_flag_set("REFLECT") else m.data for m in lines)  # read as placed
+    k = _assemble(data, shape, np.array([m.cSlc for m in lines]), np.array([m.cLin for m in lines]),
+                  int(image[0].mdh.CenterLin), centre_col, fill=np.arange(len(lines)) >= len(image),
+                  par=par if par.any() else None, centre_par=int(image[0].mdh.CenterPar), readout=n)
     data, (_, _, partitions, lines_pe, _) = _to_slices(k, n, path.name), k.shape
     del k  # (the assembled k-space is not needed twice)
     try:
@@ -515,15 +532,21 @@ def _xml_find(header: bytes | str, path: str) -> ET.Element | None:
     return root.find("/".join(ns + part for part in path.split("/")))
 
 
-def _to_recon_space(k: np.ndarray, header: bytes | str, name: str) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Assembled k-space ``(S, C, P, H, W)`` as 2D problems (:func:`_to_slices`), readout oversampling removed when
-    the ISMRMRD header's ``reconSpace`` is narrower than ``encodedSpace``, and the voxel size in mm along the
-    problems' axes: (phase-encode, readout, slice) for 2D data, (phase-encode, partition, readout) for 3D."""
+def _recon_readout(header: bytes | str, width: int) -> int:
+    """Readout samples to keep of ``width``: fewer when the ISMRMRD header's ``reconSpace`` is narrower than its
+    ``encodedSpace`` (readout oversampling)."""
+    ex, mx = _ismrmrd_matrix(header, "encodedSpace")[0][0], _ismrmrd_matrix(header, "reconSpace")[0][0]
+    return int(round(width * mx / ex)) if mx < ex <= width else width
+
+
+def _to_recon_space(k: np.ndarray, header: bytes | str, name: str, readout_done: bool = False
+                    ) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Assembled k-space ``(S, C, P, H, W)`` as 2D problems (:func:`_to_slices`), readout oversampling removed
+    (:func:`_recon_readout`; ``readout_done``: it was, as the lines were assembled), and the voxel size in mm along
+    the problems' axes: (phase-encode, readout, slice) for 2D data, (phase-encode, partition, readout) for 3D."""
     (ex, _, ez), (_, _, efz) = _ismrmrd_matrix(header, "encodedSpace")
     (mx, my, mz), (fx, fy, fz) = _ismrmrd_matrix(header, "reconSpace")
-    n = k.shape[-1]
-    if mx < ex <= n:
-        n = int(round(n * mx / ex))
+    n = k.shape[-1] if readout_done else _recon_readout(header, k.shape[-1])
     voxel = (fy / my, fx / mx, fz / mz) if k.shape[2] == 1 else (fy / my, efz / ez, fx / mx)
     return _to_slices(k, n, name), voxel
 
@@ -588,11 +611,12 @@ def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
         return int(c.text) if c is not None else enc[0][step] // 2
 
     par = idx["kspace_encode_step_2"].astype(int)
+    centre_col = int(head["center_sample"][0])
     k = _assemble(data, shape, idx["slice"].astype(int), idx["kspace_encode_step_1"].astype(int), centre(1),
-                  int(head["center_sample"][0]), fill=flag(_ISMRMRD_CALIBRATION)[keep],
-                  par=par if par.any() else None, centre_par=centre(2))
+                  centre_col, fill=flag(_ISMRMRD_CALIBRATION)[keep], par=par if par.any() else None,
+                  centre_par=centre(2), readout=_recon_readout(header, _padded_width(shape[1], centre_col)))
     volumetric = k.shape[2] > 1
-    data, voxel = _to_recon_space(k, header, name)
+    data, voxel = _to_recon_space(k, header, name, readout_done=True)
     del k  # (the assembled k-space is not needed twice)
     return _checked(data, voxel, None, "ismrmrd", name, volumetric=volumetric,
                     noise=np.concatenate(noise, axis=1) if noise else None)
