@@ -279,6 +279,23 @@ def test_ismrmrd_3d(tmp_path):
         read_kspace(tmp_path / "slabs.h5")
 
 
+def test_readout_cropped_as_lines_are_placed():
+    """Removing readout oversampling line by line, as the lines are assembled (asymmetric echoes zero-filled,
+    repeats averaged, calibration lines filling only skipped rows), equals removing it from the assembled k-space."""
+    from neurodiff.mri.raw import _assemble, _crop_readout, _padded_width
+
+    rng = np.random.default_rng(3)
+    for ncol, centre_col, keep in ((16, 8, 8), (15, 5, 7), (12, 9, 12)):
+        lines = (rng.standard_normal((9, 2, ncol)) + 1j * rng.standard_normal((9, 2, ncol))).astype(np.complex64)
+        lin, slc = np.array([0, 1, 2, 3, 1, 4, 5, 2, 0]), np.zeros(9, int)
+        fill = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1], bool)
+        args = ((2, ncol), slc, lin, 3, centre_col)
+        whole = _assemble(iter(lines), *args, fill=fill)
+        assert whole.shape[-1] == _padded_width(ncol, centre_col)
+        expected = _crop_readout(whole[:, :, 0], keep)[:, :, None]
+        np.testing.assert_allclose(_assemble(iter(lines), *args, fill=fill, readout=keep), expected, atol=1e-5)
+
+
 def test_ismrmrd_read_in_blocks(tmp_path):
     """Headers and samples are read in blocks of acquisitions (memory); any block size gives the same rows,
     skipped rows included, as reading the table at once."""
