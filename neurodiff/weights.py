@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .diffusion import Denoiser, NoiseSchedule
 from .errors import ModelError
-from .nets import ResidualOnInput, build_unet
+from .nets import ResidualOnInput, build_unet, cpu_layout
 
 MODELS_DIR = Path(__file__).parent / "models"
 
@@ -81,6 +81,6 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     except (KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
         raise ModelError(f"model {stem} is inconsistent with its card: {str(e).splitlines()[0]}") from None
     den = den.to(device).eval()
-    if torch.device(device).type == "cpu":  # oneDNN convolutions run 13-21% faster channels-last (recon_speed.py)
-        den = den.to(memory_format=torch.channels_last)
+    if torch.device(device).type == "cpu":
+        cpu_layout(den)
     return Model(den, card)

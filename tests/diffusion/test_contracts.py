@@ -1,5 +1,7 @@
 """Contracts every sampler and the training loop must keep, with a real (tiny, random) MONAI network."""
 
+import math
+
 import pytest
 import torch
 
@@ -98,6 +100,18 @@ def test_fit_checkpoint_and_resume(tmp_path):
     cfg2 = TrainConfig(steps=40, lr=2e-3, warmup=5, checkpoint_every=10)
     _, state2 = fit(den, batches(), cfg2, checkpoint=ck, resume=True)
     assert state2.step == 40 and len(state2.losses) == 40
+
+
+def test_fit_3d_network_on_cpu():
+    """A 3D network trains on a CPU (the channels-last layout is for 2D networks only)."""
+    den = Denoiser(build_unet("tiny", spatial_dims=3), NoiseSchedule("cosine", 100), "eps")
+
+    def batches():
+        while True:
+            yield Batch(torch.randn(2, 1, 8, 8, 8))
+
+    _, state = fit(den, batches(), TrainConfig(steps=1, warmup=1, checkpoint_every=10))
+    assert state.step == 1 and math.isfinite(state.losses[0])
 
 
 def _seeded_batches(seed: int):
