@@ -38,6 +38,20 @@ MASKS = [dict(accel=4.0, mask_type="random", center_fraction=0.08),
          dict(accel=8.0, mask_type="poisson", center_fraction=0.06)]
 
 
+def header(readout: int, lines: int, partitions: int) -> str:
+    """ISMRMRD XML header of a 3D Cartesian acquisition: encoded matrix with 2x readout oversampling, recon matrix
+    without, 1 mm voxels, k-space centres in the middle."""
+    space = ("<{0}><matrixSize><x>{1}</x><y>{2}</y><z>{3}</z></matrixSize><fieldOfView_mm><x>{1}</x><y>{2}</y>"
+             "<z>{3}</z></fieldOfView_mm></{0}>")
+    limits = "".join(f"<kspace_encoding_step_{i}><minimum>0</minimum><maximum>{n - 1}</maximum><center>{n // 2}"
+                     f"</center></kspace_encoding_step_{i}>" for i, n in ((1, lines), (2, partitions)))
+    return ('<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+            + space.format("encodedSpace", 2 * readout, lines, partitions)
+            + space.format("reconSpace", readout, lines, partitions)
+            + f"<encodingLimits>{limits}</encodingLimits><trajectory>cartesian</trajectory></encoding>"
+            "</ismrmrdHeader>")
+
+
 def simulate(volume: np.ndarray, level: float, path: Path, coils: int = 8, seed: int = 0) -> None:
     """Write ``volume`` ``(X, Y, Z)`` (1 mm) as a fully sampled, elliptically scanned 3D ISMRMRD acquisition."""
     import ismrmrd
@@ -56,15 +70,8 @@ def simulate(volume: np.ndarray, level: float, path: Path, coils: int = 8, seed:
                         axes=(1, 2, 3))
     rng = np.random.default_rng(seed)
     k += noise * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape)).astype(np.complex64) / np.sqrt(2)
-    space = ("<{0}><matrixSize><x>{1}</x><y>{2}</y><z>{3}</z></matrixSize><fieldOfView_mm><x>{1}</x><y>{2}</y>"
-             "<z>{3}</z></fieldOfView_mm></{0}>")
-    limits = "".join(f"<kspace_encoding_step_{i}><minimum>0</minimum><maximum>{n - 1}</maximum><center>{n // 2}"
-                     f"</center></kspace_encoding_step_{i}>" for i, n in ((1, y), (2, z)))
     ds = ismrmrd.Dataset(str(path), "/dataset", create_if_needed=True)
-    ds.write_xml_header('<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
-                        + space.format("encodedSpace", 2 * x, y, z) + space.format("reconSpace", x, y, z)
-                        + f"<encodingLimits>{limits}</encodingLimits><trajectory>cartesian</trajectory>"
-                        "</encoding></ismrmrdHeader>")
+    ds.write_xml_header(header(x, y, z))
     for j, i in zip(*np.nonzero(yy**2 + zz**2 <= 1)):  # elliptical scanning
         acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(k[:, :, j, i]))
         acq.idx.kspace_encode_step_1, acq.idx.kspace_encode_step_2 = j, i

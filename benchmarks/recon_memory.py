@@ -26,6 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+from recon_3d import header
 
 # a child process that reports its own peak resident memory (kB) when it exits: VmHWM, the high-water mark of its
 # own address space (ru_maxrss would carry over the parent's peak through fork and exec)
@@ -49,19 +50,6 @@ def phantom(shape: tuple[int, ...], coils: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     k += (1e-3 * np.abs(k).max() * rng.standard_normal(k.shape, np.float32)).astype(np.complex64)
     return k
-
-
-def header(readout: int, lines: int, partitions: int) -> str:
-    """ISMRMRD XML header: encoded matrix with 2x readout oversampling, recon matrix without, 1 mm voxels."""
-    space = ("<{0}><matrixSize><x>{1}</x><y>{2}</y><z>{3}</z></matrixSize><fieldOfView_mm><x>{1}</x><y>{2}</y>"
-             "<z>{3}</z></fieldOfView_mm></{0}>")
-    limits = "".join(f"<kspace_encoding_step_{i}><minimum>0</minimum><maximum>{n - 1}</maximum><center>{n // 2}"
-                     f"</center></kspace_encoding_step_{i}>" for i, n in ((1, lines), (2, partitions)))
-    return ('<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
-            + space.format("encodedSpace", 2 * readout, lines, partitions)
-            + space.format("reconSpace", readout, lines, partitions)
-            + f"<encodingLimits>{limits}</encodingLimits><trajectory>cartesian</trajectory></encoding>"
-            "</ismrmrdHeader>")
 
 
 def write_3d(path: Path, coils: int = 8, readout: int = 320, lines: int = 256, partitions: int = 160) -> None:

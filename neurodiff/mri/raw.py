@@ -512,7 +512,7 @@ def _read_h5(path: Path, echo: int | None = None) -> KSpace:
     k, notes = _recentred(_validated(k, path.name), path.name)  # before any cropping
     voxel = None
     if header is not None:
-        k, voxel = _to_recon_space(k[:, :, None], header, path.name)
+        k, voxel = _to_recon_space(k[:, :, None], header, path.name, _recon_readout(header, k.shape[-1]))
     return KSpace(data=np.ascontiguousarray(k, dtype=np.complex64), voxel_size=voxel, affine=None, source="fastmri",
                   notes=notes)
 
@@ -539,14 +539,14 @@ def _recon_readout(header: bytes | str, width: int) -> int:
     return int(round(width * mx / ex)) if mx < ex <= width else width
 
 
-def _to_recon_space(k: np.ndarray, header: bytes | str, name: str, readout_done: bool = False
+def _to_recon_space(k: np.ndarray, header: bytes | str, name: str, n: int
                     ) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Assembled k-space ``(S, C, P, H, W)`` as 2D problems (:func:`_to_slices`), readout oversampling removed
-    (:func:`_recon_readout`; ``readout_done``: it was, as the lines were assembled), and the voxel size in mm along
-    the problems' axes: (phase-encode, readout, slice) for 2D data, (phase-encode, partition, readout) for 3D."""
-    (ex, _, ez), (_, _, efz) = _ismrmrd_matrix(header, "encodedSpace")
+    """Assembled k-space ``(S, C, P, H, W)`` as 2D problems (:func:`_to_slices`) keeping the central ``n`` readout
+    samples (:func:`_recon_readout`; all of them when the lines were cropped as they were assembled), and the voxel
+    size in mm along the problems' axes: (phase-encode, readout, slice) for 2D data, (phase-encode, partition,
+    readout) for 3D."""
+    (_, _, ez), (_, _, efz) = _ismrmrd_matrix(header, "encodedSpace")
     (mx, my, mz), (fx, fy, fz) = _ismrmrd_matrix(header, "reconSpace")
-    n = k.shape[-1] if readout_done else _recon_readout(header, k.shape[-1])
     voxel = (fy / my, fx / mx, fz / mz) if k.shape[2] == 1 else (fy / my, efz / ez, fx / mx)
     return _to_slices(k, n, name), voxel
 
@@ -616,7 +616,7 @@ def _read_ismrmrd(group, name: str, echo: int | None = None) -> KSpace:
                   centre_col, fill=flag(_ISMRMRD_CALIBRATION)[keep], par=par if par.any() else None,
                   centre_par=centre(2), readout=_recon_readout(header, _padded_width(shape[1], centre_col)))
     volumetric = k.shape[2] > 1
-    data, voxel = _to_recon_space(k, header, name, readout_done=True)
+    data, voxel = _to_recon_space(k, header, name, k.shape[-1])  # (cropped as assembled)
     del k  # (the assembled k-space is not needed twice)
     return _checked(data, voxel, None, "ismrmrd", name, volumetric=volumetric,
                     noise=np.concatenate(noise, axis=1) if noise else None)
